@@ -1,0 +1,115 @@
+"""The `eventpipe` command: one entry point for running, operating and testing the pipeline. The
+environment is read here, once, and the resulting Settings passed down."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from pipeline import kafka_local, settings as settings_mod, tenants, topics
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _kafka(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        if args.action == "start":
+            print(kafka_local.start(settings))
+        elif args.action == "stop":
+            print(kafka_local.stop(settings))
+        else:
+            ok, text = kafka_local.status(settings)
+            print(text)
+            return 0 if ok else 1
+    except (kafka_local.KafkaLocalError, PipelineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    for line in asyncio.run(topics.ensure(settings)):
+        print(line)
+    return 0
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "hash":
+        key = args.key if args.key is not None else getpass.getpass("key: ")
+        print(tenants.key_digest(key))
+        return 0
+    secret = os.environ.get(args.secret_env, "")
+    if not secret:
+        print(f"error: set {args.secret_env} to the tenant's HS256 secret", file=sys.stderr)
+        return 1
+    print(tenants.mint_jwt(args.tenant, secret, ttl_seconds=args.ttl))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = settings_mod.describe()
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="eventpipe",
+        description="Drop-in ingestion for e-commerce behaviour events: vendor APIs in, Kafka, storage out.",
+        epilog=epilog,
+        formatter_class=fmt,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=fmt)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("kafka", "start, stop or check the local single-node Kafka broker", _kafka)
+    p.add_argument("action", choices=["start", "stop", "status"])
+    add("topics", "create the raw and dead-letter topics if missing (idempotent)", _topics).add_argument(
+        "action", choices=["ensure"]
+    )
+    p = add("keys", "hash an API key for the tenants file, or mint an Impression API JWT", _keys)
+    keys = p.add_subparsers(dest="action", required=True)
+    h = keys.add_parser("hash", help="print the sha256 digest of a key (prompted when not given)")
+    h.add_argument("key", nargs="?")
+    j = keys.add_parser("jwt", help="mint an HS256 JWT whose sub claim is the tenant")
+    j.add_argument("--tenant", required=True)
+    j.add_argument("--secret-env", default="EVENTPIPE_JWT_SECRET", help="variable holding the secret")
+    j.add_argument("--ttl", type=int, default=30 * 86400, help="lifetime in seconds")
+    _register_runtime_commands(add)
+    return parser
+
+
+def _register_runtime_commands(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> None:
+    """Commands whose modules import the heavier runtime (aiohttp app, consumer): imported lazily so
+    that `eventpipe kafka ...` stays quick."""
+    from pipeline import commands
+
+    commands.register(add)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_mod.from_environment()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The local single-node Kafka broker (KRaft, loopback), assembled from Maven Central jars: fetch,
+format, start in the background, wait until a client connects, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from pipeline.errors import ServiceMissing
+from pipeline.settings import Settings
+
+KAFKA_VERSION = "3.9.1"
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
+START_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 30.0
+
+
+class KafkaLocalError(Exception):
+    """The local broker could not be started or stopped; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    libs: Path
+    data: Path
+    log_dirs: Path
+    config: Path
+    pid_file: Path
+    log_file: Path
+    host: str
+    port: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Layout:
+        home = Path(settings.kafka_home or Path.home() / ".cache" / "eventpipe").expanduser()
+        data = Path(settings.data_dir).expanduser().resolve() / "kafka"
+        host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+        return cls(
+            libs=home / f"kafka-{KAFKA_VERSION}" / "libs",
+            data=data,
+            log_dirs=data / "data",
+            config=data / "server.properties",
+            pid_file=data / "kafka.pid",
+            log_file=data / "kafka.log",
+            host=host or "127.0.0.1",
+            port=int(port),
+        )
+
+
+def java_version() -> int:
+    java = shutil.which("java")
+    if java is None:
+        raise ServiceMissing("Java 17 or newer is needed for the local Kafka broker: install a JDK (e.g. openjdk-17-jre-headless)")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        raise ServiceMissing(f"cannot read the Java version from: {out.strip()}")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):
+        major = int(match.group(2))
+    if major < 17:
+        raise ServiceMissing(f"Java {major} found; the Kafka broker needs Java 17 or newer")
+    return major
+
+
+def fetch_jars(layout: Layout) -> bool:
+    """Copy the broker's jars from Maven Central into the cache. Returns False when already there."""
+    marker = layout.libs / f"kafka_2.13-{KAFKA_VERSION}.jar"
+    if marker.exists():
+        return False
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ServiceMissing("Maven (mvn) is needed once, to fetch the Kafka jars: install maven")
+    tmp = layout.libs.with_name("libs.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"), "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise KafkaLocalError(f"fetching the Kafka jars failed: {' '.join(cmd)}\n{result.stdout}{result.stderr}")
+    shutil.rmtree(layout.libs, ignore_errors=True)
+    tmp.rename(layout.libs)
+    return True
+
+
+def _render_config(layout: Layout) -> None:
+    text = (DEPLOY_DIR / "server.properties").read_text()
+    text = text.replace("127.0.0.1:9093", f"{layout.host}:{layout.port + 1}")
+    text = text.replace("127.0.0.1:9092", f"{layout.host}:{layout.port}")
+    layout.data.mkdir(parents=True, exist_ok=True)
+    layout.config.write_text(text + f"\nlog.dirs={layout.log_dirs}\n")
+
+
+def _java(layout: Layout, heap: str, *args: str) -> list[str]:
+    return [
+        "java", "-Xms128m", f"-Xmx{heap}",
+        "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{DEPLOY_DIR / 'log4j.properties'}",
+        "-cp", f"{layout.libs}/*", *args,
+    ]
+
+
+def _format_storage(layout: Layout, heap: str) -> None:
+    if (layout.log_dirs / "meta.properties").exists():
+        return
+    cluster_id = subprocess.run(
+        _java(layout, heap, "kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True, check=True
+    ).stdout.strip().splitlines()[-1]
+    result = subprocess.run(
+        _java(layout, heap, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(layout.config)),
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise KafkaLocalError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+
+def read_pid(layout: Layout) -> int | None:
+    try:
+        pid = int(layout.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+async def _client_connects(bootstrap: str, timeout: float) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        await asyncio.wait_for(admin.describe_cluster(), timeout)
+        return True
+    except Exception:  # any failure means "not yet": the caller polls until its deadline
+        return False
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # noqa: S110 - closing a client that never connected may fail
+            pass
+
+
+def client_connects(bootstrap: str, timeout: float = 3.0) -> bool:
+    # While polling a starting broker every refused connection is expected; aiokafka would log each.
+    quiet = logging.getLogger("aiokafka")
+    previous = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(_client_connects(bootstrap, timeout))
+    finally:
+        quiet.setLevel(previous)
+
+
+def start(settings: Settings, echo: bool = True) -> str:
+    layout = Layout.from_settings(settings)
+    pid = read_pid(layout)
+    bootstrap = f"{layout.host}:{layout.port}"
+    if pid is not None:
+        if client_connects(bootstrap):
+            return f"Kafka already running (pid {pid}) on {bootstrap}"
+        raise KafkaLocalError(f"Kafka process {pid} exists but {bootstrap} does not answer; see {layout.log_file}")
+    java_version()
+    began = time.monotonic()
+    fetched = fetch_jars(layout)
+    fetch_s = time.monotonic() - began
+    _render_config(layout)
+    _format_storage(layout, settings.kafka_heap)
+    began = time.monotonic()
+    with layout.log_file.open("ab") as log:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - CLI path, no loop running
+            _java(layout, settings.kafka_heap, "kafka.Kafka", str(layout.config)),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    layout.pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            layout.pid_file.unlink(missing_ok=True)
+            raise KafkaLocalError(f"Kafka exited with {proc.returncode} during start:\n{_tail(layout.log_file)}")
+        if client_connects(bootstrap, timeout=2.0):
+            took = time.monotonic() - began
+            fetched_note = f"; jars fetched in {fetch_s:.1f}s" if fetched else ""
+            return f"Kafka started (pid {proc.pid}) on {bootstrap} in {took:.1f}s{fetched_note}"
+        time.sleep(0.25)
+    proc.terminate()
+    raise KafkaLocalError(f"Kafka did not accept a client within {START_TIMEOUT_SECONDS:.0f}s:\n{_tail(layout.log_file)}")
+
+
+def stop(settings: Settings) -> str:
+    layout = Layout.from_settings(settings)
+    pid = read_pid(layout)
+    if pid is None:
+        layout.pid_file.unlink(missing_ok=True)
+        return "Kafka is not running"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            layout.pid_file.unlink(missing_ok=True)
+            return f"Kafka stopped (pid {pid})"
+        _reap(pid)
+        time.sleep(0.2)
+    raise KafkaLocalError(
+        f"Kafka (pid {pid}) did not stop within {STOP_TIMEOUT_SECONDS:.0f}s of SIGTERM; "
+        f"inspect {layout.log_file}, then `kill -9 {pid}` if it is stuck"
+    )
+
+
+def status(settings: Settings) -> tuple[bool, str]:
+    layout = Layout.from_settings(settings)
+    pid = read_pid(layout)
+    bootstrap = f"{layout.host}:{layout.port}"
+    if pid is None:
+        return False, f"Kafka is not running (no live pid in {layout.pid_file})"
+    if client_connects(bootstrap):
+        rss = _rss_mib(pid)
+        return True, f"Kafka running (pid {pid}) on {bootstrap}, resident memory {rss:.0f} MiB"
+    return False, f"Kafka process {pid} is up but {bootstrap} does not answer"
+
+
+def _reap(pid: int) -> None:
+    # The broker may be our child when started from the same process (tests, `eventpipe dev`).
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

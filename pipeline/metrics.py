@@ -1,0 +1,96 @@
+"""Every metric eventpipe exposes, declared once, each with a one-line comment. The registry belongs
+to whoever builds the app or the worker; tests get a fresh one."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+SKEW_BUCKETS = (0.0, 1.0, 10.0, 60.0, 600.0, 3600.0, 6 * 3600.0, 24 * 3600.0, 48 * 3600.0, 7 * 86400.0)
+SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 50000)
+BYTES_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        # Receiver: requests answered, by vendor, route and HTTP status.
+        self.requests = Counter(
+            "eventpipe_receiver_requests", "HTTP requests answered", ["source", "route", "status"], registry=r
+        )
+        # Receiver: time from request start to reply, including the Kafka acknowledgement.
+        self.request_latency = Histogram(
+            "eventpipe_receiver_request_duration_seconds",
+            "Request latency",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Receiver: events inside accepted requests (a Topsort batch of 50 counts 50).
+        self.events_accepted = Counter(
+            "eventpipe_receiver_events_accepted", "Events accepted and durable in Kafka", ["source"], registry=r
+        )
+        # Receiver: request body sizes after decompression.
+        self.request_bytes = Histogram(
+            "eventpipe_receiver_request_bytes", "Request body bytes", ["source"], buckets=BYTES_BUCKETS, registry=r
+        )
+        # Receiver: time for Kafka to acknowledge one record (acks=all).
+        self.produce_latency = Histogram(
+            "eventpipe_kafka_produce_duration_seconds", "Kafka produce latency", buckets=LATENCY_BUCKETS, registry=r
+        )
+        # Receiver: requests being handled right now.
+        self.in_flight = Gauge(
+            "eventpipe_receiver_in_flight_requests", "In-flight requests", registry=r, multiprocess_mode="livesum"
+        )
+        # Receiver: refused requests by reason (auth, schema, too_large, rate_limited, unavailable, ...).
+        self.rejections = Counter(
+            "eventpipe_receiver_rejections", "Requests refused", ["source", "reason"], registry=r
+        )
+        # Receiver and consumer: 1 when ready to serve (producer connected / group joined and sink up).
+        self.ready = Gauge("eventpipe_ready", "Readiness", ["component"], registry=r, multiprocess_mode="min")
+        # Consumer: events by vendor and outcome (stored, duplicate, late, future, invalid).
+        self.consumer_events = Counter(
+            "eventpipe_consumer_events", "Events processed by outcome", ["source", "outcome"], registry=r
+        )
+        # Consumer: Kafka records per batch.
+        self.batch_size = Histogram(
+            "eventpipe_consumer_batch_records", "Records per batch", buckets=SIZE_BUCKETS, registry=r
+        )
+        # Consumer: time to write one batch into the sink (one transaction).
+        self.sink_latency = Histogram(
+            "eventpipe_sink_write_duration_seconds", "Sink write latency", ["sink"], buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Consumer: from the receiver's received_at to the row being committed.
+        self.end_to_end = Histogram(
+            "eventpipe_end_to_end_seconds", "received_at to stored", ["source"], buckets=E2E_BUCKETS, registry=r
+        )
+        # Consumer: records behind the high watermark, per partition.
+        self.lag = Gauge(
+            "eventpipe_consumer_lag_records", "Consumer lag", ["topic", "partition"], registry=r,
+            multiprocess_mode="max",
+        )
+        # Consumer: time to commit offsets to Kafka.
+        self.commit_latency = Histogram(
+            "eventpipe_consumer_commit_duration_seconds", "Offset commit latency", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Consumer: events and records sent to the dead-letter topic, by reason.
+        self.dead_letters = Counter(
+            "eventpipe_dead_letters", "Dead-lettered events", ["source", "reason"], registry=r
+        )
+        # Consumer: event-time skew, received_at minus occurred_at.
+        self.event_skew = Histogram(
+            "eventpipe_event_time_skew_seconds", "received_at - occurred_at", ["source"], buckets=SKEW_BUCKETS,
+            registry=r,
+        )
+        # Consumer: failed sink writes that will be retried (the sink is down or full).
+        self.sink_errors = Counter("eventpipe_sink_errors", "Sink write failures", ["sink"], registry=r)
+        # Consumer: partition rebalances seen by this worker.
+        self.rebalances = Counter("eventpipe_consumer_rebalances", "Rebalances", ["kind"], registry=r)
+
+
+def fresh() -> Metrics:
+    return Metrics(CollectorRegistry(auto_describe=True))

@@ -1,0 +1,142 @@
+"""The one settings object: read once in the entry point from `EVENTPIPE_*` variables and an optional
+TOML file (`EVENTPIPE_CONFIG`), then passed down. Library code never reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from pipeline.errors import ConfigError
+
+PREFIX = "EVENTPIPE_"
+
+
+def _setting(default: Any, help: str) -> Any:
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated")
+    raw_topic: str = _setting("eventpipe.raw", "topic of raw accepted requests")
+    dlq_topic: str = _setting("eventpipe.dlq", "dead-letter topic")
+    raw_partitions: int = _setting(12, "partitions of the raw topic (bounds consumer parallelism)")
+    topic_retention_hours: int = _setting(168, "retention of both topics; must outlast the window")
+    consumer_group: str = _setting("eventpipe-sink", "consumer group of the sink workers")
+    sink: str = _setting("sqlite:///./.eventpipe/events.db", "sqlite:///path.db or postgresql://...")
+    tenants: str = _setting("", "path of the tenants TOML file")
+    http_host: str = _setting("127.0.0.1", "receiver bind address")
+    http_port: int = _setting(8080, "receiver port (also /metrics, /healthz, /readyz)")
+    metrics_port: int = _setting(9400, "each consumer's /metrics, /healthz, /readyz port; 0 picks one")
+    window_hours: float = _setting(48.0, "events older than this, against received_at, are late")
+    future_skew_seconds: float = _setting(600.0, "events further ahead of received_at are future")
+    window_hours_by_source: dict[str, float] = _setting(
+        {}, "per-source window override, e.g. 'dfinery=48,topsort=72'"
+    )
+    max_body_bytes: int = _setting(1_048_576, "request body limit after decompression (413 above)")
+    request_read_timeout_seconds: float = _setting(30.0, "a body not read within this answers 408")
+    produce_timeout_seconds: float = _setting(5.0, "Kafka must acknowledge within this, else 503")
+    drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight requests may finish")
+    producer_linger_ms: int = _setting(5, "producer batching delay")
+    producer_compression: str = _setting("lz4", "none, gzip, snappy, lz4 or zstd")
+    partition_key: str = _setting("none", "none (spread evenly) or user (per-user order)")
+    batch_max_records: int = _setting(2000, "consumer batch bound: Kafka records")
+    batch_max_wait_ms: int = _setting(250, "consumer batch bound: time")
+    dedup_cache_size: int = _setting(500_000, "recently seen event keys kept in memory per consumer")
+    sink_retry_max_seconds: float = _setting(30.0, "cap of the backoff while the sink is down")
+    tenant_labels: bool = _setting(False, "allow tenant ids as metric labels")
+    log_format: str = _setting("auto", "auto (console on a terminal, else json), json or console")
+    log_level: str = _setting("info", "debug, info, warning or error")
+    data_dir: str = _setting("./.eventpipe", "where local state lives (Kafka data, pid files, SQLite)")
+    kafka_home: str = _setting("", "where the broker jars are cached (default ~/.cache/eventpipe)")
+    kafka_heap: str = _setting("512m", "local broker's maximum heap")
+
+    def window_for(self, source: str) -> float:
+        return self.window_hours_by_source.get(source, self.window_hours)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def describe() -> str:
+    """Every setting with its variable, default and meaning, for --help."""
+    lines = ["settings (environment, or lower-case keys in the TOML file named by EVENTPIPE_CONFIG):"]
+    for f in dataclasses.fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else "{}"
+        lines.append(f"  {PREFIX}{f.name.upper():<30} {f.metadata['help']} [default: {default}]")
+    return "\n".join(lines)
+
+
+def load(environ: Mapping[str, str], **overrides: Any) -> Settings:
+    """Settings from a TOML file (if EVENTPIPE_CONFIG names one), then the environment, then overrides
+    (command-line flags), each later source winning."""
+    values: dict[str, Any] = {}
+    config_path = environ.get(PREFIX + "CONFIG")
+    if config_path:
+        try:
+            values.update(tomllib.loads(Path(config_path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {config_path}: {exc}") from exc
+    for f in dataclasses.fields(Settings):
+        raw = environ.get(PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(values)
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    hints = get_type_hints(Settings)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    kwargs = {name: _coerce(name, hints[name], value) for name, value in values.items()}
+    settings = Settings(**kwargs)
+    _check(settings)
+    return settings
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in ("1", "true", "yes", "on")
+        if hint is int:
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if isinstance(value, Mapping):
+            return {str(k): float(v) for k, v in value.items()}
+        pairs = [p.split("=", 1) for p in str(value).split(",") if p.strip()]
+        return {k.strip(): float(v) for k, v in pairs}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot read {value!r}: {exc}") from exc
+
+
+def _check(s: Settings) -> None:
+    if s.window_hours <= 0 or s.future_skew_seconds < 0:
+        raise ConfigError("window_hours must be > 0 and future_skew_seconds >= 0")
+    if s.topic_retention_hours < s.window_hours:
+        raise ConfigError("topic_retention_hours must outlast window_hours")
+    if s.partition_key not in ("none", "user"):
+        raise ConfigError("partition_key must be none or user")
+    if s.producer_compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
+        raise ConfigError("producer_compression must be none, gzip, snappy, lz4 or zstd")
+    if not (s.sink.startswith("sqlite:///") or s.sink.startswith(("postgresql://", "postgres://"))):
+        raise ConfigError("sink must be sqlite:///path or postgresql://...")
+
+
+def from_environment() -> Settings:
+    """The entry point's one read of the process environment."""
+    return load(os.environ)

@@ -1,0 +1,1 @@
+"""What writes to Kafka: the HTTP receiver, the load generator and file import."""
