@@ -10,7 +10,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline import kafka_local, settings as settings_mod, tenants, topics
+from pipeline import kafka_local, tenants, topics
+from pipeline import settings as settings_mod
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
 

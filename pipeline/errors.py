@@ -27,3 +27,8 @@ class ConfigError(PipelineError):
 
 class ServiceMissing(PipelineError):
     """A tool the local services need (Java, Maven, PostgreSQL) is not installed."""
+
+
+class UnstorableEvent(PipelineError):
+    """The sink refused an event's own data (e.g. a value the database cannot represent): retrying
+    cannot help; the event is dead-lettered with this reason."""

@@ -4,6 +4,7 @@ format, start in the background, wait until a client connects, stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -60,7 +61,9 @@ class Layout:
 def java_version() -> int:
     java = shutil.which("java")
     if java is None:
-        raise ServiceMissing("Java 17 or newer is needed for the local Kafka broker: install a JDK (e.g. openjdk-17-jre-headless)")
+        raise ServiceMissing(
+            "Java 17 or newer is needed for the local Kafka broker: install a JDK (e.g. openjdk-17-jre-headless)"
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     if not match:
@@ -84,12 +87,20 @@ def fetch_jars(layout: Layout) -> bool:
     tmp = layout.libs.with_name("libs.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [
-        mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"), "dependency:copy-dependencies",
-        f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(DEPLOY_DIR / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise KafkaLocalError(f"fetching the Kafka jars failed: {' '.join(cmd)}\n{result.stdout}{result.stderr}")
+        raise KafkaLocalError(
+            f"fetching the Kafka jars failed: {' '.join(cmd)}\n{result.stdout}{result.stderr}"
+        )
     shutil.rmtree(layout.libs, ignore_errors=True)
     tmp.rename(layout.libs)
     return True
@@ -105,22 +116,37 @@ def _render_config(layout: Layout) -> None:
 
 def _java(layout: Layout, heap: str, *args: str) -> list[str]:
     return [
-        "java", "-Xms128m", f"-Xmx{heap}",
-        "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+        "java",
+        "-Xms128m",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
         f"-Dlog4j.configuration=file:{DEPLOY_DIR / 'log4j.properties'}",
-        "-cp", f"{layout.libs}/*", *args,
+        "-cp",
+        f"{layout.libs}/*",
+        *args,
     ]
 
 
 def _format_storage(layout: Layout, heap: str) -> None:
     if (layout.log_dirs / "meta.properties").exists():
         return
-    cluster_id = subprocess.run(
-        _java(layout, heap, "kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True, check=True
-    ).stdout.strip().splitlines()[-1]
+    cluster_id = (
+        subprocess.run(
+            _java(layout, heap, "kafka.tools.StorageTool", "random-uuid"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     result = subprocess.run(
         _java(layout, heap, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(layout.config)),
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise KafkaLocalError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
@@ -140,19 +166,18 @@ def read_pid(layout: Layout) -> int | None:
     return pid
 
 
-async def _client_connects(bootstrap: str, timeout: float) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+async def _client_connects(bootstrap: str, wait_seconds: float) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(wait_seconds * 1000))
     try:
-        await asyncio.wait_for(admin.start(), timeout)
-        await asyncio.wait_for(admin.describe_cluster(), timeout)
+        await asyncio.wait_for(admin.start(), wait_seconds)
+        await asyncio.wait_for(admin.describe_cluster(), wait_seconds)
         return True
     except Exception:  # any failure means "not yet": the caller polls until its deadline
         return False
     finally:
-        try:
+        # closing a client that never connected may fail; the poll goes on either way
+        with contextlib.suppress(Exception):
             await admin.close()
-        except Exception:  # noqa: S110 - closing a client that never connected may fail
-            pass
 
 
 def client_connects(bootstrap: str, timeout: float = 3.0) -> bool:
@@ -173,7 +198,9 @@ def start(settings: Settings, echo: bool = True) -> str:
     if pid is not None:
         if client_connects(bootstrap):
             return f"Kafka already running (pid {pid}) on {bootstrap}"
-        raise KafkaLocalError(f"Kafka process {pid} exists but {bootstrap} does not answer; see {layout.log_file}")
+        raise KafkaLocalError(
+            f"Kafka process {pid} exists but {bootstrap} does not answer; see {layout.log_file}"
+        )
     java_version()
     began = time.monotonic()
     fetched = fetch_jars(layout)
@@ -182,23 +209,30 @@ def start(settings: Settings, echo: bool = True) -> str:
     _format_storage(layout, settings.kafka_heap)
     began = time.monotonic()
     with layout.log_file.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - CLI path, no loop running
+        proc = subprocess.Popen(
             _java(layout, settings.kafka_heap, "kafka.Kafka", str(layout.config)),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     layout.pid_file.write_text(str(proc.pid))
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             layout.pid_file.unlink(missing_ok=True)
-            raise KafkaLocalError(f"Kafka exited with {proc.returncode} during start:\n{_tail(layout.log_file)}")
+            raise KafkaLocalError(
+                f"Kafka exited with {proc.returncode} during start:\n{_tail(layout.log_file)}"
+            )
         if client_connects(bootstrap, timeout=2.0):
             took = time.monotonic() - began
             fetched_note = f"; jars fetched in {fetch_s:.1f}s" if fetched else ""
             return f"Kafka started (pid {proc.pid}) on {bootstrap} in {took:.1f}s{fetched_note}"
         time.sleep(0.25)
     proc.terminate()
-    raise KafkaLocalError(f"Kafka did not accept a client within {START_TIMEOUT_SECONDS:.0f}s:\n{_tail(layout.log_file)}")
+    raise KafkaLocalError(
+        f"Kafka did not accept a client within {START_TIMEOUT_SECONDS:.0f}s:\n{_tail(layout.log_file)}"
+    )
 
 
 def stop(settings: Settings) -> str:
@@ -237,10 +271,8 @@ def status(settings: Settings) -> tuple[bool, str]:
 
 def _reap(pid: int) -> None:
     # The broker may be our child when started from the same process (tests, `eventpipe dev`).
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _rss_mib(pid: int) -> float:

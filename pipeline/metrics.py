@@ -30,19 +30,32 @@ class Metrics:
         )
         # Receiver: events inside accepted requests (a Topsort batch of 50 counts 50).
         self.events_accepted = Counter(
-            "eventpipe_receiver_events_accepted", "Events accepted and durable in Kafka", ["source"], registry=r
+            "eventpipe_receiver_events_accepted",
+            "Events accepted and durable in Kafka",
+            ["source"],
+            registry=r,
         )
         # Receiver: request body sizes after decompression.
         self.request_bytes = Histogram(
-            "eventpipe_receiver_request_bytes", "Request body bytes", ["source"], buckets=BYTES_BUCKETS, registry=r
+            "eventpipe_receiver_request_bytes",
+            "Request body bytes",
+            ["source"],
+            buckets=BYTES_BUCKETS,
+            registry=r,
         )
         # Receiver: time for Kafka to acknowledge one record (acks=all).
         self.produce_latency = Histogram(
-            "eventpipe_kafka_produce_duration_seconds", "Kafka produce latency", buckets=LATENCY_BUCKETS, registry=r
+            "eventpipe_kafka_produce_duration_seconds",
+            "Kafka produce latency",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         # Receiver: requests being handled right now.
         self.in_flight = Gauge(
-            "eventpipe_receiver_in_flight_requests", "In-flight requests", registry=r, multiprocess_mode="livesum"
+            "eventpipe_receiver_in_flight_requests",
+            "In-flight requests",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         # Receiver: refused requests by reason (auth, schema, too_large, rate_limited, unavailable, ...).
         self.rejections = Counter(
@@ -60,21 +73,33 @@ class Metrics:
         )
         # Consumer: time to write one batch into the sink (one transaction).
         self.sink_latency = Histogram(
-            "eventpipe_sink_write_duration_seconds", "Sink write latency", ["sink"], buckets=LATENCY_BUCKETS,
+            "eventpipe_sink_write_duration_seconds",
+            "Sink write latency",
+            ["sink"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         # Consumer: from the receiver's received_at to the row being committed.
         self.end_to_end = Histogram(
-            "eventpipe_end_to_end_seconds", "received_at to stored", ["source"], buckets=E2E_BUCKETS, registry=r
+            "eventpipe_end_to_end_seconds",
+            "received_at to stored",
+            ["source"],
+            buckets=E2E_BUCKETS,
+            registry=r,
         )
         # Consumer: records behind the high watermark, per partition.
         self.lag = Gauge(
-            "eventpipe_consumer_lag_records", "Consumer lag", ["topic", "partition"], registry=r,
+            "eventpipe_consumer_lag_records",
+            "Consumer lag",
+            ["topic", "partition"],
+            registry=r,
             multiprocess_mode="max",
         )
         # Consumer: time to commit offsets to Kafka.
         self.commit_latency = Histogram(
-            "eventpipe_consumer_commit_duration_seconds", "Offset commit latency", buckets=LATENCY_BUCKETS,
+            "eventpipe_consumer_commit_duration_seconds",
+            "Offset commit latency",
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         # Consumer: events and records sent to the dead-letter topic, by reason.
@@ -83,7 +108,10 @@ class Metrics:
         )
         # Consumer: event-time skew, received_at minus occurred_at.
         self.event_skew = Histogram(
-            "eventpipe_event_time_skew_seconds", "received_at - occurred_at", ["source"], buckets=SKEW_BUCKETS,
+            "eventpipe_event_time_skew_seconds",
+            "received_at - occurred_at",
+            ["source"],
+            buckets=SKEW_BUCKETS,
             registry=r,
         )
         # Consumer: failed sink writes that will be retried (the sink is down or full).

@@ -46,7 +46,6 @@ class Settings:
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight requests may finish")
     producer_linger_ms: int = _setting(5, "producer batching delay")
     producer_compression: str = _setting("lz4", "none, gzip, snappy, lz4 or zstd")
-    partition_key: str = _setting("none", "none (spread evenly) or user (per-user order)")
     batch_max_records: int = _setting(2000, "consumer batch bound: Kafka records")
     batch_max_wait_ms: int = _setting(250, "consumer batch bound: time")
     dedup_cache_size: int = _setting(500_000, "recently seen event keys kept in memory per consumer")
@@ -129,8 +128,6 @@ def _check(s: Settings) -> None:
         raise ConfigError("window_hours must be > 0 and future_skew_seconds >= 0")
     if s.topic_retention_hours < s.window_hours:
         raise ConfigError("topic_retention_hours must outlast window_hours")
-    if s.partition_key not in ("none", "user"):
-        raise ConfigError("partition_key must be none or user")
     if s.producer_compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
         raise ConfigError("producer_compression must be none, gzip, snappy, lz4 or zstd")
     if not (s.sink.startswith("sqlite:///") or s.sink.startswith(("postgresql://", "postgres://"))):

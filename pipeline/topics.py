@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -37,13 +39,14 @@ async def ensure(settings: Settings) -> list[str]:
             if name not in existing
         ]
         if missing:
-            try:
+            # another process may create one between our list and create: the same outcome
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between our list and create: the same outcome
         for name, parts in wanted.items():
             verb = "exists" if name in existing else "created"
-            report.append(f"{name}: {verb} ({parts} partitions, retention {settings.topic_retention_hours} h)")
+            report.append(
+                f"{name}: {verb} ({parts} partitions, retention {settings.topic_retention_hours} h)"
+            )
         return report
     finally:
         await admin.close()

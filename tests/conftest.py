@@ -51,13 +51,18 @@ def postgres_dsn() -> str:
 
     url = urlparse(POSTGRES_DSN)
     _service_or_skip(
-        "PostgreSQL", url.hostname or "127.0.0.1", url.port or 5432, "run .ci/run, or set EVENTPIPE_TEST_POSTGRES"
+        "PostgreSQL",
+        url.hostname or "127.0.0.1",
+        url.port or 5432,
+        "run .ci/run, or set EVENTPIPE_TEST_POSTGRES",
     )
     return POSTGRES_DSN
 
 
 @pytest.fixture(autouse=True)
-def _block_sockets_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _block_sockets_in_unit_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """A test without a network marker and outside tests/receiver cannot open a socket: a unit test
     that quietly does I/O is a bug."""
     marked = any(request.node.get_closest_marker(m) for m in NETWORK_MARKERS)

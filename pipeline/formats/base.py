@@ -100,7 +100,9 @@ class VendorFormat(Protocol):
     # True when the vendor requires `Content-Type: application/json` (415 otherwise).
     requires_json_content_type: bool
 
-    def validate(self, body: bytes, route: str, received_at: datetime, future_skew_seconds: float) -> Accepted:
+    def validate(
+        self, body: bytes, route: str, received_at: datetime, future_skew_seconds: float
+    ) -> Accepted:
         """Decode and check a request body. Raises Rejection. Pure: no I/O."""
         ...
 

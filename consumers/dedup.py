@@ -1,0 +1,49 @@
+"""Step 3: the fast duplicate check, in memory and bounded: the batch itself and recently stored
+keys. The sink's unique key stays the authority; this only spares it work. Keys are remembered only
+once their batch is committed, so a failed write never turns fresh events into "duplicates"."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from pipeline.canonical import CanonicalEvent
+
+Key = tuple[str, str, str, str]
+
+
+class RecentKeys:
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(0, capacity)
+        self._keys: OrderedDict[Key, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._keys
+
+    def split(self, events: Iterable[CanonicalEvent]) -> tuple[list[CanonicalEvent], list[CanonicalEvent]]:
+        """(fresh events, duplicates): a duplicate was stored recently or appears earlier in the batch."""
+        fresh: list[CanonicalEvent] = []
+        duplicates: list[CanonicalEvent] = []
+        seen: set[Key] = set()
+        for event in events:
+            key = event.dedup_key()
+            if key in seen or key in self._keys:
+                duplicates.append(event)
+            else:
+                seen.add(key)
+                fresh.append(event)
+        return fresh, duplicates
+
+    def remember(self, events: Iterable[CanonicalEvent]) -> None:
+        if self._capacity == 0:
+            return
+        keys = self._keys
+        for event in events:
+            key = event.dedup_key()
+            keys[key] = None
+            keys.move_to_end(key)
+        while len(keys) > self._capacity:
+            keys.popitem(last=False)

@@ -1,0 +1,43 @@
+"""Running one consumer worker as a process: uvloop, signals (the first finishes the batch in hand and
+leaves the group; a second exits at once and the unflushed batch is redelivered)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import uvloop
+from prometheus_client import CollectorRegistry
+
+from consumers.sinks import open_sink
+from consumers.worker import Worker
+from pipeline.metrics import Metrics
+from pipeline.settings import Settings
+
+
+async def serve(settings: Settings, group_id: str | None = None) -> None:
+    worker = Worker(settings, Metrics(CollectorRegistry()), open_sink(settings.sink), group_id=group_id)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(1)
+        worker.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await worker.start()
+    try:
+        await worker.run()
+    finally:
+        await worker.close()
+
+
+def run(settings: Settings, group_id: str | None = None) -> int:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(settings, group_id))
+    return 0

@@ -1,0 +1,395 @@
+"""The consumer worker: a member of the group on the raw topic. Per batch (bounded by count and time):
+decode → window → dedup → write (one transaction) → dead letters acknowledged → offsets committed.
+Nothing is committed past what is stored; a sink outage pauses the partitions and retries with a
+capped backoff; a rebalance or SIGTERM lets the batch in hand finish before partitions are released."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from consumers import deadletter, dedup, window
+from consumers.decode import DeadRecord, RawRecord, decode_records
+from consumers.health import HealthServer, Readiness
+from consumers.sinks.base import Sink, WriteResult
+from pipeline.canonical import CanonicalEvent
+from pipeline.clock import Clock, SystemClock
+from pipeline.errors import SinkUnavailable, UnstorableEvent
+from pipeline.formats import all_formats
+from pipeline.formats.base import VendorFormat
+from pipeline.metrics import Metrics
+from pipeline.settings import Settings
+
+log = structlog.get_logger("eventpipe.consumer")
+
+SINK_PROBE_SECONDS = 1.0
+LAG_REFRESH_SECONDS = 2.0
+
+
+class BatchAbandoned(Exception):
+    """The batch in hand is given up uncommitted (partitions revoked or shutdown while the sink is
+    down): Kafka redelivers it, and dedup absorbs whatever part was stored."""
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_records: int = 2000
+    max_wait_ms: int = 250
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    initial_seconds: float = 0.2
+    max_seconds: float = 30.0
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._worker._on_assigned(assigned)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        sink: Sink,
+        *,
+        clock: Clock | None = None,
+        group_id: str | None = None,
+        formats: Mapping[str, VendorFormat] | None = None,
+        health_host: str = "127.0.0.1",
+        client_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._sink = sink
+        self._clock = clock or SystemClock()
+        self._formats = formats or all_formats()
+        self._group_id = group_id or settings.consumer_group
+        self._batch = BatchPolicy(settings.batch_max_records, settings.batch_max_wait_ms)
+        self._retry = RetryPolicy(max_seconds=settings.sink_retry_max_seconds)
+        self._window = window.WindowPolicy(
+            settings.window_hours, settings.future_skew_seconds, settings.window_hours_by_source
+        )
+        self._recent = dedup.RecentKeys(settings.dedup_cache_size)
+        self._dlq = deadletter.DeadLetterProducer(settings)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=self._group_id,
+            client_id=client_id or "eventpipe-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.batch_max_records,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=2 * 1024 * 1024,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        self._health = HealthServer(health_host, settings.metrics_port, metrics, self.readiness)
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._revoking = False
+        self._joined = False
+        self._sink_ok = False
+        self._paused = False
+        self._probe_task: asyncio.Task[None] | None = None
+        self._last_lag = 0.0
+        self.batches_committed = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def health_port(self) -> int:
+        return self._health.port
+
+    async def start(self) -> None:
+        await self._health.start()
+        await self._start_sink()
+        await self._dlq.start()
+        await self._consumer.start()
+        self._consumer.subscribe([self._settings.raw_topic], listener=_Rebalance(self))
+        self._probe_task = asyncio.create_task(self._probe_sink(), name="sink-probe")
+        log.info("consumer_started", group=self._group_id, sink=self._sink.name, health_port=self.health_port)
+
+    async def _start_sink(self) -> None:
+        delay = self._retry.initial_seconds
+        while True:
+            try:
+                await self._sink.start()
+                self._sink_ok = True
+                return
+            except SinkUnavailable as exc:
+                log.warning("sink_unavailable_at_start", error=str(exc), retry_in=delay)
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry.max_seconds)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        # Leaving the group after the last commit: the partitions move on with nothing uncommitted.
+        await self._consumer.stop()
+        await self._dlq.stop()
+        await self._sink.close()
+        await self._health.stop()
+        log.info("consumer_stopped", batches=self.batches_committed)
+
+    def readiness(self) -> Readiness:
+        ready = self._joined and self._sink_ok and not self._stopping.is_set()
+        return Readiness(ready, {"group_joined": self._joined, "sink": self._sink_ok})
+
+    async def _probe_sink(self) -> None:
+        while True:
+            ok = await self._sink.ping()
+            if ok != self._sink_ok:
+                log.warning("sink_health_changed", healthy=ok)
+            self._sink_ok = ok
+            self._metrics.ready.labels("consumer").set(1 if self.readiness().ready else 0)
+            await asyncio.sleep(SINK_PROBE_SECONDS)
+
+    # -- rebalance -----------------------------------------------------------------------------
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._metrics.rebalances.labels("revoked").inc()
+        self._revoking = True
+        try:
+            # Wait for the batch in hand: it is written and committed before the partitions go.
+            async with self._lock:
+                pass
+        finally:
+            self._revoking = False
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                self._metrics.lag.remove(tp.topic, str(tp.partition))
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._metrics.rebalances.labels("assigned").inc()
+        self._joined = True
+        log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            records = await self._collect()
+            if records:
+                async with self._lock:
+                    try:
+                        await self._process(records)
+                    except BatchAbandoned:
+                        log.warning("batch_abandoned", records=len(records))
+            await self._refresh_lag()
+
+    async def _collect(self) -> list[RawRecord]:
+        """Records up to the batch's count bound, waiting at most its time bound once data flows."""
+        records: list[RawRecord] = []
+        deadline = time.monotonic() + self._batch.max_wait_ms / 1000
+        while len(records) < self._batch.max_records and not self._stopping.is_set():
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            fetched = await self._consumer.getmany(
+                timeout_ms=remaining_ms, max_records=self._batch.max_records - len(records)
+            )
+            for part in fetched.values():
+                records.extend(part)
+            if not fetched and records:
+                break
+        return records
+
+    async def _process(self, records: Sequence[RawRecord]) -> None:
+        m = self._metrics
+        m.batch_size.observe(len(records))
+        decoded = decode_records(records, self._formats)
+        inside, outside = window.split(decoded.events, self._window)
+        fresh, duplicates = self._recent.split(inside)
+        result, unstorable = await self._write(fresh)
+
+        letters = [
+            deadletter.DeadLetter(
+                value=d.record.value or b"",
+                reason=d.reason,
+                detail=d.detail,
+                source=_header(d.record, "source") or "unknown",
+                origin=f"{d.record.topic}/{d.record.partition}/{d.record.offset}",
+            )
+            for d in decoded.dead
+        ]
+        letters += [
+            deadletter.for_event(e, reason, f"outside the window ({reason})") for e, reason in outside
+        ]
+        letters += [deadletter.for_event(e, "unstorable", detail) for e, detail in unstorable]
+        await self._send_dead_letters(letters)
+        await self._commit(records)
+        self._recent.remember(fresh)
+        self.batches_committed += 1
+        self._count(decoded.dead, inside, outside, fresh, duplicates, result, unstorable)
+
+    async def _write(
+        self, events: list[CanonicalEvent]
+    ) -> tuple[WriteResult, list[tuple[CanonicalEvent, str]]]:
+        if not events:
+            return WriteResult(), []
+        delay = self._retry.initial_seconds
+        while True:
+            try:
+                began = time.perf_counter()
+                try:
+                    result = await self._sink.write(events, self._clock.now())
+                    unstorable: list[tuple[CanonicalEvent, str]] = []
+                except UnstorableEvent:
+                    result, unstorable = await self._write_one_by_one(events)
+                self._metrics.sink_latency.labels(self._sink.name).observe(time.perf_counter() - began)
+                self._sink_ok = True
+                self._resume()
+                return result, unstorable
+            except SinkUnavailable as exc:
+                self._sink_ok = False
+                self._metrics.sink_errors.labels(self._sink.name).inc()
+                log.warning("sink_unavailable", error=str(exc), retry_in=delay, events=len(events))
+                if self._revoking or self._stopping.is_set():
+                    self._resume()
+                    raise BatchAbandoned from exc
+                self._pause()
+                await self._idle(delay)
+                delay = min(delay * 2, self._retry.max_seconds)
+
+    async def _write_one_by_one(
+        self, events: list[CanonicalEvent]
+    ) -> tuple[WriteResult, list[tuple[CanonicalEvent, str]]]:
+        inserted: Counter[str] = Counter()
+        unstorable: list[tuple[CanonicalEvent, str]] = []
+        stored_at = self._clock.now()
+        for event in events:
+            try:
+                one = await self._sink.write([event], stored_at)
+            except UnstorableEvent as exc:
+                unstorable.append((event, str(exc)))
+                continue
+            inserted.update(one.inserted_by_source)
+        return WriteResult(dict(inserted)), unstorable
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._consumer.resume(*self._consumer.assignment())
+            self._paused = False
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait while paused, still polling so the group does not think this member is stuck."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set() and not self._revoking:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await self._consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+
+    async def _send_dead_letters(self, letters: list[deadletter.DeadLetter]) -> None:
+        try:
+            await self._dlq.send_all(letters, self._clock.now())
+        except KafkaError as exc:
+            # The batch is stored but its rejects are not acknowledged: commit nothing, the batch
+            # comes back and the sink's key absorbs the stored part.
+            raise BatchAbandoned from exc
+        for letter in letters:
+            self._metrics.dead_letters.labels(letter.source, letter.reason).inc()
+
+    async def _commit(self, records: Sequence[RawRecord]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            if r.offset + 1 > offsets.get(tp, -1):
+                offsets[tp] = r.offset + 1
+        began = time.perf_counter()
+        try:
+            await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        except (CommitFailedError, KafkaError) as exc:
+            # The group moved on (rebalance): the new owner re-reads from the last commit and dedup
+            # absorbs what this batch stored.
+            log.warning("commit_failed", error=str(exc))
+            return
+        self._metrics.commit_latency.observe(time.perf_counter() - began)
+
+    def _count(
+        self,
+        dead: Sequence[DeadRecord],
+        inside: Sequence[CanonicalEvent],
+        outside: Sequence[tuple[CanonicalEvent, str]],
+        fresh: Sequence[CanonicalEvent],
+        duplicates: Sequence[CanonicalEvent],
+        result: WriteResult,
+        unstorable: Sequence[tuple[CanonicalEvent, str]],
+    ) -> None:
+        m = self._metrics.consumer_events
+        now = self._clock.now()
+        for source, n in Counter(e.source for e in duplicates).items():
+            m.labels(source, "duplicate").inc(n)
+        for (source, reason), n in Counter((e.source, r) for e, r in outside).items():
+            m.labels(source, reason).inc(n)
+        unstorable_by_source = Counter(e.source for e, _ in unstorable)
+        for source, n in Counter(e.source for e in fresh).items():
+            stored = result.inserted_by_source.get(source, 0)
+            m.labels(source, "stored").inc(stored)
+            already = n - stored - unstorable_by_source.get(source, 0)
+            if already > 0:
+                m.labels(source, "duplicate").inc(already)
+        for source, n in unstorable_by_source.items():
+            m.labels(source, "invalid").inc(n)
+        for source, n in Counter(_header(d.record, "source") or "unknown" for d in dead).items():
+            m.labels(source, "invalid").inc(n)
+        skew = self._metrics.event_skew
+        e2e = self._metrics.end_to_end
+        for event in inside:
+            skew.labels(event.source).observe(
+                max(0.0, (event.received_at - event.occurred_at).total_seconds())
+            )
+        for event in fresh:
+            e2e.labels(event.source).observe(max(0.0, (now - event.received_at).total_seconds()))
+
+    async def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < LAG_REFRESH_SECONDS:
+            return
+        self._last_lag = now
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await self._consumer.position(tp)
+            except KafkaError:
+                continue
+            self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+def _header(record: RawRecord, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name and value is not None:
+            return value.decode(errors="replace")
+    return None

@@ -1,0 +1,1 @@
+"""The HTTP receiver: the four vendor APIs, drop-in, onto Kafka."""

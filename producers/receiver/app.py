@@ -1,0 +1,218 @@
+"""The receiver's aiohttp application, built from a config object: vendor routes, auth, limits,
+vendor-exact replies, one Kafka record per accepted request, health and metrics endpoints."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from pipeline.clock import Clock, SystemClock, to_epoch_ms
+from pipeline.formats import all_formats
+from pipeline.formats.base import REJECTION_REASON, Problem, Rejection, Reply, Route, VendorFormat
+from pipeline.metrics import Metrics
+from pipeline.record import RecordMeta
+from pipeline.settings import Settings
+from pipeline.tenants import TenantDirectory
+from producers.receiver import auth
+from producers.receiver.body import check_content_type, read_body
+from producers.receiver.kafka import KafkaUnavailable, RecordProducer
+from producers.receiver.metrics_view import MetricsView
+
+log = structlog.get_logger("eventpipe.receiver")
+
+RETRY_AFTER_SECONDS = 1
+MAX_REQUEST_ID = 64
+
+Authenticator = Callable[[TenantDirectory, web.Request], str]
+
+AUTHENTICATORS: Mapping[str, Authenticator] = {
+    "topsort": lambda tenants, req: auth.by_bearer_key(tenants, req.headers),
+    "dfinery": lambda tenants, req: auth.by_bearer_key(tenants, req.headers),
+    "retailrocket": lambda tenants, req: auth.by_retailrocket_query(tenants, req.query),
+    "impression": lambda tenants, req: auth.by_jwt(tenants, req.headers, req.query),
+}
+
+
+@dataclass
+class ReceiverState:
+    settings: Settings
+    tenants: TenantDirectory
+    metrics: Metrics
+    metrics_view: MetricsView
+    producer: RecordProducer
+    clock: Clock
+    draining: bool = False
+
+
+STATE = web.AppKey("state", ReceiverState)
+
+
+def create_app(
+    settings: Settings,
+    tenants: TenantDirectory,
+    metrics: Metrics,
+    *,
+    clock: Clock | None = None,
+    metrics_view: MetricsView | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    state = ReceiverState(
+        settings=settings,
+        tenants=tenants,
+        metrics=metrics,
+        metrics_view=metrics_view or MetricsView.single(metrics.registry),
+        producer=RecordProducer(settings, metrics),
+        clock=clock or SystemClock(),
+    )
+    app[STATE] = state
+    formats = all_formats()
+    for fmt in formats.values():
+        for route in fmt.routes:
+            app.router.add_post(route.path, _vendor_handler(fmt, route))
+    # Retail Rocket answers unknown methods with 404; do so in its shape rather than aiohttp's text.
+    rr = formats["retailrocket"]
+    app.router.add_post("/1.0/{method}", _unknown_method(rr))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
+    app.cleanup_ctx.append(_producer_ctx)
+    app.on_shutdown.append(_start_draining)
+    return app
+
+
+async def _producer_ctx(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    await state.producer.start()
+    state.metrics.ready.labels("receiver").set(0)
+    yield
+    await state.producer.stop()
+
+
+async def _start_draining(app: web.Application) -> None:
+    app[STATE].draining = True
+    app[STATE].metrics.ready.labels("receiver").set(0)
+    log.info("draining")
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    if given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def _response(reply: Reply, request_id: str) -> web.Response:
+    headers = dict(reply.headers)
+    headers["X-Request-Id"] = request_id
+    if reply.content_type is None:
+        return web.Response(status=reply.status, body=reply.body or None, headers=headers)
+    return web.Response(
+        status=reply.status, body=reply.body, content_type=reply.content_type, headers=headers
+    )
+
+
+def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], Any]:
+    source = fmt.source
+    authenticate = AUTHENTICATORS[source]
+
+    async def handle(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        settings = state.settings
+        metrics = state.metrics
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        metrics.in_flight.inc()
+        events = 0
+        try:
+            try:
+                if state.draining:
+                    raise Rejection(Problem.UNAVAILABLE, "shutting down", retry_after=RETRY_AFTER_SECONDS)
+                tenant = authenticate(state.tenants, request)
+                check_content_type(request, fmt.requires_json_content_type)
+                body = await read_body(
+                    request, settings.max_body_bytes, settings.request_read_timeout_seconds
+                )
+                metrics.request_bytes.labels(source).observe(len(body))
+                received_at = state.clock.now()
+                accepted = fmt.validate(body, route.name, received_at, settings.future_skew_seconds)
+                meta = RecordMeta(
+                    source=source,
+                    route=route.name,
+                    tenant=tenant,
+                    received_at_ms=to_epoch_ms(received_at),
+                    request_id=request_id,
+                )
+                try:
+                    await state.producer.send(body, meta)
+                except KafkaUnavailable as exc:
+                    log.warning("kafka_unavailable", request_id=request_id, source=source, error=str(exc))
+                    raise Rejection(
+                        Problem.UNAVAILABLE, "temporarily unavailable, retry", retry_after=RETRY_AFTER_SECONDS
+                    ) from exc
+                events = accepted.events
+                reply = accepted.reply
+            except Rejection as rejection:
+                metrics.rejections.labels(source, REJECTION_REASON[rejection.problem]).inc()
+                reply = fmt.error(rejection)
+                log.info(
+                    "rejected",
+                    request_id=request_id,
+                    source=source,
+                    route=route.name,
+                    problem=rejection.problem.value,
+                    path=rejection.path,
+                    status=reply.status,
+                )
+            if events:
+                metrics.events_accepted.labels(source).inc(events)
+            metrics.requests.labels(source, route.name, str(reply.status)).inc()
+            return _response(reply, request_id)
+        finally:
+            metrics.in_flight.dec()
+            metrics.request_latency.labels(source).observe(time.perf_counter() - started)
+
+    return handle
+
+
+def _unknown_method(rr: VendorFormat) -> Callable[[web.Request], Any]:
+    async def handle(request: web.Request) -> web.Response:
+        method = request.match_info.get("method", "")
+        reply = rr.error(Rejection(Problem.INVALID, f"unknown method {method!r}", "path"))
+        reply = Reply(404, reply.body, reply.content_type, reply.headers)
+        request.app[STATE].metrics.requests.labels("retailrocket", "unknown", "404").inc()
+        return _response(reply, _request_id(request))
+
+    return handle
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    kafka = state.producer.ready
+    ready = kafka and not state.draining
+    state.metrics.ready.labels("receiver").set(1 if ready else 0)
+    body = {"ready": ready, "kafka": kafka, "draining": state.draining}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.metrics.ready.labels("receiver").set(1 if state.producer.ready and not state.draining else 0)
+    return web.Response(body=state.metrics_view.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    from producers.receiver.openapi import document
+
+    return web.json_response(document(all_formats()))

@@ -1,0 +1,88 @@
+"""Who is calling: each vendor's own scheme, resolved to a tenant or refused with a Rejection that the
+vendor's format turns into its documented reply. Keys are never logged."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jwt
+
+from pipeline.formats.base import Problem, Rejection
+from pipeline.tenants import JWT_ALGORITHM, TenantDirectory
+
+JWT_LEEWAY_SECONDS = 30
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("Authorization", "")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def by_bearer_key(tenants: TenantDirectory, headers: Mapping[str, str]) -> str:
+    """Topsort and DFINERY: `Authorization: Bearer <key>`."""
+    token = bearer_token(headers)
+    if token is None:
+        raise Rejection(Problem.UNAUTHENTICATED, "missing bearer token")
+    tenant = tenants.by_key(token)
+    if tenant is None:
+        raise Rejection(Problem.INVALID_CREDENTIALS, "invalid API key")
+    return tenant.id
+
+
+def by_retailrocket_query(tenants: TenantDirectory, query: Mapping[str, str]) -> str:
+    """Retail Rocket: `apiKey` and `partnerId` in the query; 401 for an unknown key, 403 when the key is
+    valid but not for that partner."""
+    key = query.get("apiKey", "")
+    partner = query.get("partnerId", "")
+    if not key:
+        raise Rejection(Problem.UNAUTHENTICATED, "apiKey query parameter is required")
+    tenant = tenants.by_key(key)
+    if tenant is None:
+        raise Rejection(Problem.INVALID_CREDENTIALS, "invalid apiKey")
+    if partner not in tenant.retailrocket_partner_ids:
+        raise Rejection(Problem.FORBIDDEN, "apiKey is not valid for this partnerId", "partnerId")
+    return tenant.id
+
+
+def by_jwt(tenants: TenantDirectory, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """Impression API: an HS256 JWT in `Authorization: Bearer` or `?token=`, its `sub` naming the tenant.
+    The algorithm is pinned, so `none` and RS/HS confusion are refused; exp/nbf are honoured with a small
+    leeway. Messages follow express-jwt's, which the vendor's replies show."""
+    token = bearer_token(headers) or query.get("token") or None
+    if token is None:
+        raise Rejection(Problem.UNAUTHENTICATED, "No authorization token was found")
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise Rejection(Problem.INVALID_CREDENTIALS, "jwt malformed") from exc
+    if header.get("alg") != JWT_ALGORITHM:
+        raise Rejection(Problem.INVALID_CREDENTIALS, "invalid algorithm")
+    subject = claims.get("sub")
+    tenant = tenants.by_id(subject) if isinstance(subject, str) else None
+    if tenant is None or not tenant.jwt_secrets:
+        # An unknown tenant looks like a bad signature from outside: no tenant names are revealed.
+        raise Rejection(Problem.INVALID_CREDENTIALS, "invalid signature")
+    last_error = "invalid signature"
+    for secret in tenant.jwt_secrets:
+        try:
+            jwt.decode(
+                token,
+                secret,
+                algorithms=[JWT_ALGORITHM],
+                leeway=JWT_LEEWAY_SECONDS,
+                options={"require": ["sub"]},
+            )
+            return tenant.id
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.ExpiredSignatureError:
+            last_error = "jwt expired"
+        except jwt.ImmatureSignatureError:
+            last_error = "jwt not active"
+        except jwt.PyJWTError:
+            last_error = "invalid token"
+    raise Rejection(Problem.INVALID_CREDENTIALS, last_error)

@@ -1,0 +1,114 @@
+"""The receiver's Kafka producer: idempotent, acks=all, one record per accepted request, each send
+awaited so that a 2xx means durable. Connects in the background so that the receiver can start (and
+answer 503) while Kafka is down, and recovers by itself when it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from pipeline.metrics import Metrics
+from pipeline.record import RecordMeta
+from pipeline.settings import Settings
+from pipeline.topics import MESSAGE_BYTES_HEADROOM
+
+log = structlog.get_logger("eventpipe.receiver.kafka")
+
+PROBE_INTERVAL_SECONDS = 1.0
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not acknowledge the record in time, or is not connected."""
+
+
+class RecordProducer:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._producer: AIOKafkaProducer | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._healthy = False
+
+    @property
+    def ready(self) -> bool:
+        return self._producer is not None and self._healthy
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        s = self._settings
+        return AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=s.producer_linger_ms,
+            compression_type=None if s.producer_compression == "none" else s.producer_compression,
+            max_request_size=s.max_body_bytes + MESSAGE_BYTES_HEADROOM,
+            # The batch expires (and its future fails) before the receiver's own deadline, so a 503
+            # is almost always a record that was not written.
+            request_timeout_ms=int(s.produce_timeout_seconds * 1000),
+            max_batch_size=256 * 1024,
+        )
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_connected(), name="kafka-producer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer is not None:
+            # flush what is in flight: every record awaited by a request is either acked or failed
+            await self._producer.stop()
+            self._producer = None
+
+    async def _keep_connected(self) -> None:
+        backoff = 0.2
+        while self._producer is None:
+            producer = self._new_producer()
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                log.warning("kafka_connect_failed", error=str(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._producer = producer
+            self._healthy = True
+            log.info("kafka_connected", bootstrap=self._settings.kafka_bootstrap)
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+            await self._probe()
+
+    async def _probe(self) -> None:
+        assert self._producer is not None
+        try:
+            async with asyncio.timeout(2.0):
+                await self._producer.client.fetch_all_metadata()
+            healthy = True
+        except (KafkaError, TimeoutError):
+            healthy = False
+        if healthy != self._healthy:
+            log.warning("kafka_health_changed", healthy=healthy)
+        self._healthy = healthy
+
+    async def send(self, value: bytes, meta: RecordMeta, key: bytes | None = None) -> None:
+        """Write one record and wait for the broker's acknowledgement. Raises KafkaUnavailable."""
+        producer = self._producer
+        if producer is None:
+            raise KafkaUnavailable("not connected to Kafka")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.produce_timeout_seconds + 1.0):
+                future = await producer.send(self._settings.raw_topic, value, key=key, headers=meta.headers())
+                await future
+        except (KafkaError, TimeoutError) as exc:
+            self._healthy = False
+            raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
+        self._metrics.produce_latency.observe(time.perf_counter() - started)

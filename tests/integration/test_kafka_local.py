@@ -1,0 +1,62 @@
+"""`eventpipe kafka start|status|stop` twice in a row on a broker of its own (own port and data
+directory), and a second start while running is harmless."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.network
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+        if port < 65000:
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise AssertionError("no free port pair")
+
+
+def eventpipe(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_start_status_stop_twice(tmp_path: Path) -> None:
+    port = _free_port_pair()
+    env = {
+        **os.environ,
+        "EVENTPIPE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+        "EVENTPIPE_DATA_DIR": str(tmp_path),
+    }
+    for _round in range(2):
+        started = eventpipe(env, "kafka", "start")
+        assert started.returncode == 0, started.stderr
+        assert "started" in started.stdout
+        again = eventpipe(env, "kafka", "start")
+        assert again.returncode == 0 and "already running" in again.stdout
+        status = eventpipe(env, "kafka", "status")
+        assert status.returncode == 0 and "resident memory" in status.stdout
+        stopped = eventpipe(env, "kafka", "stop")
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+        down = eventpipe(env, "kafka", "status")
+        assert down.returncode == 1 and "not running" in down.stdout
+    assert (tmp_path / "kafka" / "data" / "meta.properties").exists()
