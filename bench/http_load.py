@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 
 
-async def _client(url: str, body: bytes, headers: dict[str, str], conns: int, seconds: float) -> dict[str, Any]:
+async def _client(
+    url: str, body: bytes, headers: dict[str, str], conns: int, seconds: float
+) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     deadline = time.monotonic() + seconds
@@ -43,10 +45,14 @@ def _proc(args: tuple[str, bytes, dict[str, str], int, float], out: Any) -> None
     out.put(result)
 
 
-def run(url: str, body: bytes, headers: dict[str, str], procs: int, conns: int, seconds: float) -> dict[str, Any]:
+def run(
+    url: str, body: bytes, headers: dict[str, str], procs: int, conns: int, seconds: float
+) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    workers = [ctx.Process(target=_proc, args=((url, body, headers, conns, seconds), out)) for _ in range(procs)]
+    workers = [
+        ctx.Process(target=_proc, args=((url, body, headers, conns, seconds), out)) for _ in range(procs)
+    ]
     for w in workers:
         w.start()
     results = [out.get() for _ in workers]

@@ -7,7 +7,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.record import RecordMeta
@@ -99,6 +99,8 @@ class VendorFormat(Protocol):
     routes: tuple[Route, ...]
     # True when the vendor requires `Content-Type: application/json` (415 otherwise).
     requires_json_content_type: bool
+    # The request body's type per route name, for /openapi.json (msgspec emits the JSON Schema).
+    request_types: Mapping[str, Any]
 
     def validate(
         self, body: bytes, route: str, received_at: datetime, future_skew_seconds: float

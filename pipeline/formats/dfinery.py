@@ -3,6 +3,7 @@ document, and the canonical event with DFINERY's `abx:` / `c:` property names.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -297,6 +298,7 @@ def _result(status: int, code: int, message: str | None, data: Any, headers: dic
 class DfineryFormat:
     source = SOURCE
     routes = ROUTES
+    request_types: Mapping[str, Any] = {"events": DfineryRequest}
     requires_json_content_type = True
 
     def validate(

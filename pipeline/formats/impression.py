@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
@@ -149,6 +150,7 @@ def _unauthorized(message: str, code: str) -> Reply:
 
 
 class ImpressionFormat:
+    request_types: Mapping[str, Any] = {"impression": ImpressionRequest}
     source: str = SOURCE
     routes: tuple[Route, ...] = (Route("/upload/impression", ROUTE),)
     requires_json_content_type: bool = True

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -278,6 +279,10 @@ class RetailRocketFormat:
     source = SOURCE
     routes = ROUTES
     requires_json_content_type = False
+    request_types: Mapping[str, Any] = {
+        **{method: event_type for method, (event_type, _) in METHODS.items()},
+        "visitorEvents": list[Envelope],
+    }
 
     def validate(
         self, body: bytes, route: str, received_at: datetime, future_skew_seconds: float

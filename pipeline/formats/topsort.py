@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -195,6 +196,7 @@ def _decode_request(body: bytes) -> EventsRequest:
 
 
 class TopsortFormat:
+    request_types: Mapping[str, Any] = {"events": EventsRequest}
     source: str = SOURCE
     routes: tuple[Route, ...] = (Route("/v2/events", "events"), Route("/events", "events"))
     requires_json_content_type: bool = True

@@ -4,6 +4,8 @@ Structs that validate requests, so the document cannot drift from the code."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -19,18 +21,31 @@ AUTH: dict[str, list[dict[str, list[str]]]] = {
 SUCCESS = {"topsort": "204", "retailrocket": "200", "dfinery": "200", "impression": "200"}
 
 
+def _custom_type_schema(t: type) -> dict[str, Any]:
+    """The vendor modules decode a few fields into custom types (exact money, lenient timestamps)
+    through a dec_hook; describe them by what a client may send."""
+    if issubclass(t, Decimal):
+        return {"type": ["number", "string"], "description": "an exact amount; numeric strings accepted"}
+    if issubclass(t, datetime | str):
+        return {"type": "string"}
+    if issubclass(t, int):
+        return {"type": "integer"}
+    # the one remaining custom type is Retail Rocket's EventTime
+    return {"type": "string", "description": "an ISO 8601 timestamp, with or without an offset"}
+
+
 def document(formats: Mapping[str, VendorFormat]) -> dict[str, Any]:
     request_types: list[Any] = []
     operations: list[tuple[str, str, str, Any]] = []
     for fmt in formats.values():
-        types: Mapping[str, Any] = getattr(fmt, "request_types", {})
+        types = fmt.request_types
         for route in fmt.routes:
             body_type = types.get(route.name)
             if body_type is not None:
                 request_types.append(body_type)
             operations.append((fmt.source, route.path, route.name, body_type))
     schemas, components = msgspec.json.schema_components(
-        request_types, ref_template="#/components/schemas/{name}"
+        request_types, schema_hook=_custom_type_schema, ref_template="#/components/schemas/{name}"
     )
     schema_of = dict(zip(request_types, schemas, strict=True))
     paths: dict[str, Any] = {}

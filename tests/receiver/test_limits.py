@@ -70,7 +70,9 @@ async def test_json_content_type_required(receiver_factory, kafka_settings) -> N
 
 async def test_unknown_encoding_refused(receiver_factory, kafka_settings) -> None:  # type: ignore[no-untyped-def]
     client = await receiver_factory(kafka_settings)
-    resp = await client.post(CLICK.path, headers={**CLICK.headers, "Content-Encoding": "compress"}, data=CLICK.body)
+    resp = await client.post(
+        CLICK.path, headers={**CLICK.headers, "Content-Encoding": "compress"}, data=CLICK.body
+    )
     assert resp.status == 415
 
 
