@@ -21,7 +21,7 @@ from pipeline.settings import Settings
 
 DEMO_TENANT = "demo"
 DEMO_PARTNER_ID = "608423a9b126ac6ab3f8f0a5"
-CONSUMER_PORTS = (9401, 9402)
+CONSUMERS = 2
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,14 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool
     return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(settings: Settings, environ: Mapping[str, str]) -> int:
+    # Ctrl-C and SIGTERM both stop everything, even when started from a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     state_dir = Path(settings.data_dir).resolve() / "dev"
     print(kafka_local.start(settings))
     for line in asyncio.run(topics.ensure(settings)):
@@ -132,7 +139,15 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
 
     def spawn(name: str, args: list[str], extra: dict[str, str]) -> subprocess.Popen[bytes]:
         with (logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen([*exe, *args], env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT)
+            # Own session: a terminal's Ctrl-C reaches only us, and each child gets exactly one SIGTERM
+            # (a second signal would make it exit without finishing its batch).
+            proc = subprocess.Popen(
+                [*exe, *args],
+                env={**env, **extra},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         procs.append((name, proc))
         return proc
 
@@ -148,22 +163,24 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
                 proc.kill()
 
     base = f"http://{settings.http_host}:{settings.http_port}"
+    # Each consumer serves /metrics on its own port: the ones after EVENTPIPE_METRICS_PORT (9401, 9402).
+    consumer_ports = [settings.metrics_port + 1 + i for i in range(CONSUMERS)]
     try:
         receiver = spawn("receiver", ["receiver"], {})
         consumers = [
             spawn(f"consumer-{i + 1}", ["consumer"], {"EVENTPIPE_METRICS_PORT": str(port)})
-            for i, port in enumerate(CONSUMER_PORTS)
+            for i, port in enumerate(consumer_ports)
         ]
         if not _wait_ready(f"{base}/readyz", receiver, 60):
             print(f"receiver did not become ready; see {logs / 'receiver.log'}", file=sys.stderr)
             return 1
-        for proc, port in zip(consumers, CONSUMER_PORTS, strict=True):
+        for proc, port in zip(consumers, consumer_ports, strict=True):
             if not _wait_ready(f"http://127.0.0.1:{port}/readyz", proc, 60):
                 print(f"a consumer did not become ready; see {logs}", file=sys.stderr)
                 return 1
         sink = settings.sink
         print(f"\neventpipe is running. Receiver {base}  (metrics {base}/metrics)")
-        print("Consumers: " + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in CONSUMER_PORTS))
+        print("Consumers: " + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in consumer_ports))
         print(f"Sink: {sink}   Logs: {logs}   Demo tenant: {DEMO_TENANT}\n")
         print("Try one event per vendor:\n")
         for line in curl_lines(base, keys, datetime.now(UTC)):

@@ -201,6 +201,9 @@ def start(settings: Settings, echo: bool = True) -> str:
         raise KafkaLocalError(
             f"Kafka process {pid} exists but {bootstrap} does not answer; see {layout.log_file}"
         )
+    if client_connects(bootstrap, timeout=2.0):
+        # A broker we did not start (another data dir, a user's own Kafka): use it rather than clash.
+        return f"Kafka already reachable on {bootstrap} (not started from this data dir); using it"
     java_version()
     began = time.monotonic()
     fetched = fetch_jars(layout)
