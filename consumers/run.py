@@ -17,7 +17,15 @@ from pipeline.settings import Settings
 
 
 async def serve(settings: Settings, group_id: str | None = None) -> None:
-    worker = Worker(settings, Metrics(CollectorRegistry()), open_sink(settings.sink), group_id=group_id)
+    # /metrics and the probes listen where the receiver would (0.0.0.0 in containers) so that
+    # Prometheus and Kubernetes can reach them; 127.0.0.1 locally.
+    worker = Worker(
+        settings,
+        Metrics(CollectorRegistry()),
+        open_sink(settings.sink),
+        group_id=group_id,
+        health_host=settings.http_host,
+    )
     loop = asyncio.get_running_loop()
     signals = 0
 

@@ -29,6 +29,7 @@ class Settings:
     dlq_topic: str = _setting("eventpipe.dlq", "dead-letter topic")
     raw_partitions: int = _setting(12, "partitions of the raw topic (bounds consumer parallelism)")
     topic_retention_hours: int = _setting(168, "retention of both topics; must outlast the window")
+    topic_replication: int = _setting(1, "replication factor of new topics (3 on a real cluster)")
     consumer_group: str = _setting("eventpipe-sink", "consumer group of the sink workers")
     sink: str = _setting("sqlite:///./.eventpipe/events.db", "sqlite:///path.db or postgresql://...")
     tenants: str = _setting("", "path of the tenants TOML file")

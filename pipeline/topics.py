@@ -14,11 +14,15 @@ MESSAGE_BYTES_HEADROOM = 256 * 1024
 
 
 def topic_configs(settings: Settings) -> dict[str, str]:
-    return {
+    configs = {
         "retention.ms": str(settings.topic_retention_hours * 3600 * 1000),
         "max.message.bytes": str(settings.max_body_bytes + MESSAGE_BYTES_HEADROOM),
         "cleanup.policy": "delete",
     }
+    if settings.topic_replication > 1:
+        # acks=all then means "on two brokers at least": one broker may fail without losing a 2xx.
+        configs["min.insync.replicas"] = str(min(2, settings.topic_replication))
+    return configs
 
 
 async def ensure(settings: Settings) -> list[str]:
@@ -34,7 +38,12 @@ async def ensure(settings: Settings) -> list[str]:
         configs = topic_configs(settings)
         report = []
         missing = [
-            NewTopic(name=name, num_partitions=parts, replication_factor=1, topic_configs=configs)
+            NewTopic(
+                name=name,
+                num_partitions=parts,
+                replication_factor=settings.topic_replication,
+                topic_configs=configs,
+            )
             for name, parts in wanted.items()
             if name not in existing
         ]
