@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any, cast
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -69,28 +70,31 @@ class RecordProducer:
 
     async def _keep_connected(self) -> None:
         backoff = 0.2
-        while self._producer is None:
-            producer = self._new_producer()
-            try:
-                await producer.start()
-            except KafkaError as exc:
-                await producer.stop()
-                log.warning("kafka_connect_failed", error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            self._producer = producer
-            self._healthy = True
-            log.info("kafka_connected", bootstrap=self._settings.kafka_bootstrap)
         while True:
+            if self._producer is None:
+                producer = self._new_producer()
+                try:
+                    await producer.start()
+                except KafkaError as exc:
+                    await producer.stop()
+                    log.warning("kafka_connect_failed", error=str(exc), retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                self._producer = producer
+                self._healthy = True
+                backoff = 0.2
+                log.info("kafka_connected", bootstrap=self._settings.kafka_bootstrap)
             await asyncio.sleep(PROBE_INTERVAL_SECONDS)
             await self._probe()
 
     async def _probe(self) -> None:
-        assert self._producer is not None
+        producer = self._producer
+        if producer is None:
+            return
         try:
             async with asyncio.timeout(2.0):
-                await self._producer.client.fetch_all_metadata()
+                await producer.client.fetch_all_metadata()
             healthy = True
         except (KafkaError, TimeoutError):
             healthy = False
@@ -98,17 +102,38 @@ class RecordProducer:
             log.warning("kafka_health_changed", healthy=healthy)
         self._healthy = healthy
 
+    def _abandon(self, producer: AIOKafkaProducer) -> None:
+        """Give up a producer whose records could not be acknowledged in time. aiokafka's idempotent
+        producer never expires a batch: it would deliver records whose requests were already answered
+        503 once the broker is back. Failing its pending batches makes a 503 mean "not written" (short
+        of a write whose acknowledgement was lost on the wire); a fresh producer takes over."""
+        if self._producer is not producer:
+            return  # another request already did it
+        self._producer = None
+        self._healthy = False
+        accumulator = cast(Any, producer)._message_accumulator  # no public API for this
+        accumulator.fail_all(KafkaUnavailable("abandoned after a produce timeout"))
+        asyncio.get_running_loop().create_task(self._close_quietly(producer))
+        log.warning("kafka_producer_abandoned")
+
+    @staticmethod
+    async def _close_quietly(producer: AIOKafkaProducer) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await producer.stop()
+
     async def send(self, value: bytes, meta: RecordMeta, key: bytes | None = None) -> None:
         """Write one record and wait for the broker's acknowledgement. Raises KafkaUnavailable."""
         producer = self._producer
-        if producer is None:
+        if producer is None or not self._healthy:
+            # Refuse at once rather than queue a record that may outlive its request.
             raise KafkaUnavailable("not connected to Kafka")
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._settings.produce_timeout_seconds + 1.0):
+            async with asyncio.timeout(self._settings.produce_timeout_seconds):
                 future = await producer.send(self._settings.raw_topic, value, key=key, headers=meta.headers())
                 await future
-        except (KafkaError, TimeoutError) as exc:
-            self._healthy = False
+        except (KafkaError, KafkaUnavailable, TimeoutError) as exc:
+            self._abandon(producer)
             raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
         self._metrics.produce_latency.observe(time.perf_counter() - started)

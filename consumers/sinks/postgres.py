@@ -1,0 +1,185 @@
+"""The PostgreSQL sink: each batch is COPYed into a per-connection staging table, then moved into
+`events` with one INSERT … ON CONFLICT DO NOTHING, all in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+from asyncpg.exceptions import _base as asyncpg_base
+
+from consumers.sinks.base import WriteResult
+from consumers.sinks.schema import (
+    COUNT,
+    POSTGRES_DDL,
+    POSTGRES_INSERT,
+    POSTGRES_STAGING,
+    POSTGRES_STAGING_DDL,
+    TABLE,
+    postgres_row,
+)
+from pipeline.canonical import COLUMNS, CanonicalEvent
+from pipeline.errors import PipelineError, SinkUnavailable, UnstorableEvent
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+# Serialises `CREATE TABLE IF NOT EXISTS` across processes: run concurrently, two of them can both
+# pass the existence check and one then fails on the catalog's unique index.
+_MIGRATE_LOCK = 0x6576_656E_7470_6970  # "eventpip"
+
+# SQLSTATE classes that are the event's own data: 22 data exception (bad value, NUL, out of range),
+# 23 integrity constraint (NOT NULL), 54 program limit (an event id too long for the key's index).
+_EVENT_FAULTS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+)
+# Everything the connection, server or network can do to a batch: refused, lost, shutting down,
+# too many connections, disk full, timeouts, serialization failures.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg_base.InternalClientError,
+    OSError,  # includes ConnectionError and TimeoutError (asyncio.TimeoutError since 3.11)
+)
+
+_PING_FAILURES: tuple[type[BaseException], ...] = (PipelineError, *_UNAVAILABLE)
+
+
+def map_error(exc: BaseException) -> PipelineError | None:
+    """The pipeline error for an exception raised while writing, or None when it is neither the
+    database's condition nor the event's data (a bug: let it propagate)."""
+    if isinstance(exc, PipelineError):
+        return exc
+    if isinstance(exc, _EVENT_FAULTS):
+        return UnstorableEvent(f"postgresql refused the event: {type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncpg_base.DataError):  # an InterfaceError, so before the next test
+        return UnstorableEvent(f"postgresql cannot encode the event: {exc}")
+    if isinstance(exc, _UNAVAILABLE):
+        return SinkUnavailable(f"postgresql: {type(exc).__name__}: {exc}")
+    if isinstance(exc, OverflowError | ValueError | TypeError):
+        # asyncpg encodes every value client-side during COPY; these come from a value the column
+        # type cannot take (an int beyond 64 bits, a lone surrogate in a string).
+        return UnstorableEvent(f"postgresql cannot encode the event: {type(exc).__name__}: {exc}")
+    return None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute(POSTGRES_STAGING_DDL)
+
+
+class PostgresSink:
+    """`events` in PostgreSQL through a small asyncpg pool. The pool replaces a lost connection on the
+    next acquire, so the sink recovers by itself when the server is back."""
+
+    name = "postgresql"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        command_timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.created_table = False
+        self._min_size = min_size
+        self._max_size = max_size
+        self._command_timeout = command_timeout
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self._ensure_pool()
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self._connect_timeout)
+        except _UNAVAILABLE:  # TimeoutError is an OSError
+            pool.terminate()  # a connection stuck on a dead server must not hold up shutdown
+
+    async def write(self, events: Sequence[CanonicalEvent], stored_at: datetime) -> WriteResult:
+        if stored_at.tzinfo is None:
+            raise ValueError("stored_at must be timezone-aware")
+        if not events:
+            return WriteResult()
+        rows = [postgres_row(event, stored_at) for event in events]
+        # Keyed by the stored (NUL-free) source, which is what RETURNING reports.
+        inserted = dict.fromkeys((row[1] for row in rows), 0)
+        pool = await self._ensure_pool()
+        try:
+            async with pool.acquire(timeout=self._connect_timeout) as conn, conn.transaction():
+                await conn.copy_records_to_table(
+                    POSTGRES_STAGING, records=rows, columns=COLUMNS, timeout=self._command_timeout
+                )
+                counts = await conn.fetch(POSTGRES_INSERT)
+        except Exception as exc:
+            error = map_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+        for source, count in counts:
+            inserted[source] = count
+        return WriteResult(inserted)
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0):
+                pool = await self._ensure_pool()
+                return bool(await pool.fetchval("SELECT 1") == 1)
+        except _PING_FAILURES:
+            return False
+
+    async def count(self) -> int:
+        pool = await self._ensure_pool()
+        try:
+            return int(await pool.fetchval(COUNT))
+        except _UNAVAILABLE as exc:
+            raise SinkUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                try:
+                    await self._migrate()
+                    self._pool = await asyncpg.create_pool(
+                        self.dsn,
+                        min_size=self._min_size,
+                        max_size=self._max_size,
+                        command_timeout=self._command_timeout,
+                        timeout=self._connect_timeout,
+                        init=_init_connection,
+                    )
+                except _UNAVAILABLE as exc:
+                    raise SinkUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
+            return self._pool
+
+    async def _migrate(self) -> None:
+        conn = await asyncpg.connect(
+            self.dsn, timeout=self._connect_timeout, command_timeout=self._command_timeout
+        )
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATE_LOCK)
+                found = await conn.fetchrow(
+                    "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                    TABLE,
+                    f"{TABLE}_received_at_idx",
+                )
+                table_missing = found is None or not found[0]
+                if table_missing or found is None or not found[1]:
+                    for statement in POSTGRES_DDL:
+                        await conn.execute(statement)
+                self.created_table = self.created_table or table_missing
+        finally:
+            await conn.close(timeout=self._connect_timeout)
