@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import msgspec
@@ -15,6 +16,10 @@ T = TypeVar("T")
 
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
+# A __post_init__ check names its field first (`unitPrice` must be ...); msgspec gives the object's path.
+_FIELD_FIRST = re.compile(r"^`(\w+)` ")
+# A bound that keeps an amount storable in a SQL NUMERIC column; no price comes near it.
+_MONEY_EXPONENT_LIMIT = 1000
 
 json_encode = msgspec.json.Encoder().encode
 
@@ -44,7 +49,40 @@ def validation_rejection(exc: msgspec.ValidationError) -> Rejection:
     missing = _MISSING.match(message)
     if missing:
         return Rejection(Problem.MISSING_FIELD, message, f"{path}.{missing.group(1)}")
+    field = _FIELD_FIRST.match(message)
+    if field:
+        path = f"{path}.{field.group(1)}"
     return Rejection(Problem.INVALID, message, path)
+
+
+def describe(rejection: Rejection) -> str:
+    """The rejection's message ending with the full path of the offending field."""
+    core = _PATH.sub("", rejection.message)
+    return f"{core} - at `{rejection.path}`" if rejection.path else core
+
+
+class Money(Decimal):
+    """An exact, finite amount from a JSON number or a numeric string."""
+
+
+def parse_money(value: Any) -> Money:
+    """JSON numbers arrive as Decimal (the decoders' float_hook) or int; SDKs also send numeric strings."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise TypeError("Expected a number")
+    try:
+        amount = Money(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, ValueError):
+        raise ValueError("Expected a number") from None
+    if not amount.is_finite():
+        raise ValueError("Expected a finite number")
+    exponent = amount.as_tuple().exponent
+    if (
+        not isinstance(exponent, int)
+        or exponent < -_MONEY_EXPONENT_LIMIT
+        or amount.adjusted() > _MONEY_EXPONENT_LIMIT
+    ):
+        raise ValueError("Number out of range")
+    return amount
 
 
 def parse_iso8601(value: str) -> datetime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -16,6 +15,7 @@ from pipeline.errors import InvalidEvent
 from pipeline.formats.base import Accepted, Problem, Rejection, Reply, Route
 from pipeline.formats.common import (
     decode,
+    describe,
     from_epoch_millis,
     from_epoch_seconds,
     json_reply,
@@ -120,27 +120,9 @@ _SCHEMA_PROBLEMS: Final = frozenset(
     }
 )
 
-_AT_PATH = re.compile(r" - at `\$[^`]*`$")
-_FIELD_FIRST = re.compile(r"^`(\w+)` ")
-
-
-def describe(rejection: Rejection) -> str:
-    """The rejection's message ending with the full path of the offending field."""
-    core = _AT_PATH.sub("", rejection.message)
-    return f"{core} - at `{rejection.path}`" if rejection.path else core
-
 
 def _decode_request(body: bytes) -> ImpressionRequest:
-    try:
-        return decode(_DECODER, body)
-    except Rejection as rejection:
-        # A __post_init__ check reports its object's path; the field it names completes it.
-        field = _FIELD_FIRST.match(rejection.message)
-        if rejection.problem is Problem.INVALID and field and rejection.path:
-            raise Rejection(
-                rejection.problem, rejection.message, f"{rejection.path}.{field.group(1)}"
-            ) from None
-        raise
+    return decode(_DECODER, body)
 
 
 def _unauthorized(message: str, code: str) -> Reply:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -15,6 +15,7 @@ from pipeline.canonical import CanonicalEvent, derive_event_id
 from pipeline.errors import InvalidEvent
 from pipeline.formats import common
 from pipeline.formats.base import Accepted, Problem, Rejection, Reply, Route
+from pipeline.formats.common import Money, parse_money
 from pipeline.record import RecordMeta
 
 SOURCE = "retailrocket"
@@ -55,14 +56,6 @@ class EventTime:
         self.utc = utc
 
 
-class Money(Decimal):
-    """An exact, finite amount from a JSON number or a numeric string."""
-
-
-# A bound that keeps an amount storable in a SQL NUMERIC column; no price comes near it.
-_MONEY_EXPONENT_LIMIT = 1000
-
-
 def _dec_hook(type_: type, value: Any) -> Any:
     if type_ is EventTime:
         if not isinstance(value, str):
@@ -74,26 +67,6 @@ def _dec_hook(type_: type, value: Any) -> Any:
     if type_ is Money:
         return parse_money(value)
     raise NotImplementedError
-
-
-def parse_money(value: Any) -> Money:
-    """JSON numbers arrive as Decimal (the decoders' float_hook) or int; SDKs also send numeric strings."""
-    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
-        raise TypeError("Expected a number")
-    try:
-        amount = Money(value.strip() if isinstance(value, str) else value)
-    except (InvalidOperation, ValueError):
-        raise ValueError("Expected a number") from None
-    if not amount.is_finite():
-        raise ValueError("Expected a finite number")
-    exponent = amount.as_tuple().exponent
-    if (
-        not isinstance(exponent, int)
-        or exponent < -_MONEY_EXPONENT_LIMIT
-        or amount.adjusted() > _MONEY_EXPONENT_LIMIT
-    ):
-        raise ValueError("Number out of range")
-    return amount
 
 
 class _Event(msgspec.Struct, kw_only=True, rename="camel"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
@@ -14,7 +13,7 @@ import msgspec
 from pipeline.canonical import CanonicalEvent
 from pipeline.errors import InvalidEvent
 from pipeline.formats.base import Accepted, Problem, Rejection, Reply, Route
-from pipeline.formats.common import decode, from_epoch_millis, json_reply, retry_headers
+from pipeline.formats.common import decode, describe, from_epoch_millis, json_reply, retry_headers
 from pipeline.record import RecordMeta
 
 SOURCE: Final = "topsort"
@@ -172,27 +171,9 @@ _FIXED_MESSAGES: Final[dict[Problem, str]] = {
     Problem.INTERNAL: "internal server error",
 }
 
-_AT_PATH = re.compile(r" - at `\$[^`]*`$")
-_FIELD_FIRST = re.compile(r"^`(\w+)` ")
-
-
-def describe(rejection: Rejection) -> str:
-    """The rejection's message ending with the full path of the offending field."""
-    core = _AT_PATH.sub("", rejection.message)
-    return f"{core} - at `{rejection.path}`" if rejection.path else core
-
 
 def _decode_request(body: bytes) -> EventsRequest:
-    try:
-        return decode(_DECODER, body)
-    except Rejection as rejection:
-        # A __post_init__ check reports its object's path; the field it names completes it.
-        field = _FIELD_FIRST.match(rejection.message)
-        if rejection.problem is Problem.INVALID and field and rejection.path:
-            raise Rejection(
-                rejection.problem, rejection.message, f"{rejection.path}.{field.group(1)}"
-            ) from None
-        raise
+    return decode(_DECODER, body)
 
 
 class TopsortFormat:
