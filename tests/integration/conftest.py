@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ from consumers.worker import Worker
 from pipeline import tenants
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
-from producers.receiver.app import STATE, create_app
+from producers.receiver.app import create_app
 from tests.corpus import CORPUS, JWT_SECRET_ENV, jwt_secret
 from tests.kafka_util import create_topics, unique_settings
+from tests.receiver.conftest import wait_until_ready
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -68,17 +68,6 @@ async def query(sink: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in await conn.fetch(sql, *args)]
     finally:
         await conn.close()
-
-
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], seconds: float = 30.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 async def row_count(sink: str) -> int:
@@ -136,10 +125,7 @@ async def pipeline(
     settings = unique_settings(kafka_bootstrap, sink=sink_url, batch_max_wait_ms=100)
     await create_topics(settings)
     client = await aiohttp_client(create_app(settings, corpus_tenants, Metrics(CollectorRegistry())))
-    deadline = time.monotonic() + 20
-    while not client.app[STATE].producer.ready:
-        assert time.monotonic() < deadline, "receiver did not connect to Kafka"
-        await asyncio.sleep(0.05)
+    await wait_until_ready(client)
     pipe = Pipeline(settings, client)
     yield pipe
     await pipe.stop_consumers()

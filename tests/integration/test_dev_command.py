@@ -10,10 +10,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -61,11 +62,12 @@ def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str
             [sys.executable, "-m", "pipeline.cli", "dev"], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 120
-        while "Ctrl-C stops everything" not in out.read_text():
+
+        def up() -> bool:
             assert proc.poll() is None, out.read_text()
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
+            return "Ctrl-C stops everything" in out.read_text()
+
+        wait_until(up, 120, out.read_text)
         curls = [line for line in out.read_text().splitlines() if line.startswith("curl ")]
         assert len(curls) == 4
         for line in curls:
@@ -88,10 +90,8 @@ def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str
             finally:
                 conn.close()
 
-        deadline = time.monotonic() + 30
-        while sources() != ["dfinery", "impression", "retailrocket", "topsort"]:
-            assert time.monotonic() < deadline, sources()
-            time.sleep(0.2)
+        every_vendor = ["dfinery", "impression", "retailrocket", "topsort"]
+        wait_until(lambda: sources() == every_vendor, 30, lambda: f"a row per vendor; have {sources()}")
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)

@@ -17,8 +17,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.corpus import Case, distinct_instants, load_cases, restamp
-from tests.integration.conftest import Pipeline, query, row_count, wait_for
+from tests.integration.conftest import Pipeline, query, row_count
 from tests.kafka_util import read_all
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 

@@ -11,8 +11,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.corpus import load_cases, restamp
-from tests.integration.conftest import Pipeline, row_count, wait_for
+from tests.integration.conftest import Pipeline, row_count
 from tests.integration.test_pipeline import personalize
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -20,7 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -36,6 +36,7 @@ from consumers.sinks import PostgresSink, SqliteSink, open_sink
 from consumers.sinks.base import Sink
 from pipeline.canonical import COLUMNS, CanonicalEvent
 from pipeline.errors import SinkUnavailable, UnstorableEvent
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KST = timezone(timedelta(hours=9))
@@ -168,16 +169,6 @@ async def started(sink: Sink) -> AsyncIterator[Sink]:
         yield sink
     finally:
         await sink.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    """Poll until `check()` holds, failing at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {within}s")
-        await asyncio.sleep(0.02)
 
 
 # --- the suite both sinks pass -------------------------------------------------------------------
@@ -673,7 +664,7 @@ async def test_postgres_recovers_after_backends_are_terminated(pg_backend: Backe
         await sink.write(batch(0, 10), STORED)
         killed = await _terminate_sink_backends(pg_backend.url)
         assert killed
-        await eventually(lambda: _gone(pg_backend.url, killed))
+        await wait_for(lambda: _gone(pg_backend.url, killed), 15.0, "the terminated backends to go")
         try:
             await sink.write(batch(10, 10), STORED)
         except SinkUnavailable:
@@ -691,7 +682,7 @@ async def test_postgres_backend_terminated_mid_write_is_all_or_nothing(pg_backen
     await sink.start()
     try:
         writing = asyncio.create_task(sink.write(batch(0, 20_000), STORED))
-        await eventually(lambda: _sink_busy(pg_backend.url, writing))
+        await wait_for(lambda: _sink_busy(pg_backend.url, writing), 15.0, "the sink to be mid-write")
         killed = await _terminate_sink_backends(pg_backend.url)
         try:
             succeeded = (await writing).inserted == 20_000
@@ -702,7 +693,7 @@ async def test_postgres_backend_terminated_mid_write_is_all_or_nothing(pg_backen
         # have committed: that is why a retry must be harmless.
         assert stored in (0, 20_000)
         assert stored == 20_000 or not succeeded
-        await eventually(lambda: _gone(pg_backend.url, killed))
+        await wait_for(lambda: _gone(pg_backend.url, killed), 15.0, "the terminated backends to go")
         result = await sink.write(batch(0, 20_000), STORED)
         assert result.inserted == 20_000 - stored
         assert (await sink.write(batch(20_000, 5), STORED)).inserted == 5

@@ -16,6 +16,7 @@ from pipeline.settings import Settings
 from producers.receiver.app import STATE, create_app
 from tests.corpus import CORPUS, JWT_SECRET_ENV, jwt_secret
 from tests.kafka_util import create_topics, unique_settings
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="session")
@@ -44,15 +45,9 @@ async def receiver_factory(
 
 
 async def wait_until_ready(client: TestClient[web.Request, web.Application], seconds: float = 20.0) -> None:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if client.app[STATE].producer.ready:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("receiver's Kafka producer did not connect")
+    await wait_for(
+        lambda: client.app[STATE].producer.ready, seconds, "the receiver's Kafka producer to connect"
+    )
 
 
 @pytest.fixture
