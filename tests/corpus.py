@@ -26,6 +26,20 @@ def jwt_secret() -> str:
     return os.environ.get(JWT_SECRET_ENV) or DEFAULT_JWT_SECRET
 
 
+def vendor_cases(vendor: str) -> list[dict[str, Any]]:
+    """One vendor's cases as written, placeholders and all (format tests read the headers' raw
+    placeholders to tell auth cases from body cases)."""
+    cases = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(CORPUS.glob("*.json"))]
+    return [case for case in cases if case.get("vendor") == vendor]
+
+
+def request_body(request: dict[str, Any]) -> bytes:
+    """A case's body as a client sends it: the raw text when the case has one, else UTF-8 JSON."""
+    if "body_text" in request:
+        return str(request["body_text"]).encode()
+    return json.dumps(request["body"], ensure_ascii=False).encode()
+
+
 def placeholders() -> dict[str, str]:
     return {
         "${API_KEY}": API_KEY,

@@ -9,7 +9,6 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +19,8 @@ from pipeline.errors import InvalidEvent
 from pipeline.formats.base import Accepted, Problem, Rejection, Reply, VendorFormat
 from pipeline.formats.dfinery import ERROR_HEADER, FORMAT
 from pipeline.record import RecordMeta
+from tests.corpus import request_body, vendor_cases
 
-CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
-PLACEHOLDERS = {"${API_KEY}": "ep_test_key_1", "${BAD_KEY}": "ep_wrong_key"}
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 RECEIVED_MS = 1_714_564_800_000
 RECEIVED_AT = datetime.fromtimestamp(RECEIVED_MS / 1000, tz=UTC)
@@ -31,24 +29,7 @@ EVENT_ID = "0166a71c-caf4-462d-8201-9c30c40f2354"
 _typed: VendorFormat = FORMAT  # the module object satisfies the protocol (checked by mypy)
 
 
-def _load_cases() -> list[dict[str, Any]]:
-    cases = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(CORPUS.glob("*.json"))]
-    return [case for case in cases if case.get("vendor") == "dfinery"]
-
-
-CASES = _load_cases()
-
-
-def _substitute(text: str) -> str:
-    for placeholder, value in PLACEHOLDERS.items():
-        text = text.replace(placeholder, value)
-    return text
-
-
-def _body(request: dict[str, Any]) -> bytes:
-    if request.get("body") is None and "body_text" in request:
-        return _substitute(request["body_text"]).encode()
-    return _substitute(json.dumps(request["body"], ensure_ascii=False)).encode()
+CASES = vendor_cases("dfinery")
 
 
 def _auth_problem(request: dict[str, Any]) -> Problem | None:
@@ -118,7 +99,7 @@ def test_corpus_has_dfinery_cases() -> None:
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in BODY_CASES])
 def test_corpus_case_reply(case: dict[str, Any]) -> None:
-    _assert_expected(_reply(_body(case["request"])), case["expect"])
+    _assert_expected(_reply(request_body(case["request"])), case["expect"])
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in AUTH_CASES])
@@ -527,7 +508,7 @@ def test_error_header_is_printable_ascii() -> None:
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in VALID_CASES])
 def test_corpus_body_gives_the_stored_events(case: dict[str, Any]) -> None:
-    body = _body(case["request"])
+    body = request_body(case["request"])
     events = FORMAT.to_canonical(body, _meta())
     assert Counter(e.event_type for e in events) == Counter(case["stored"])
     (event,) = events

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +19,8 @@ from pipeline.errors import InvalidEvent
 from pipeline.formats.base import Problem, Rejection, Reply
 from pipeline.formats.impression import FORMAT
 from pipeline.record import RecordMeta
+from tests.corpus import request_body, vendor_cases
 
-CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
-# The JWTs only matter to the receiver; these tests see bodies and replies.
-PLACEHOLDERS = {"JWT": "header.payload.signature", "BAD_JWT": "header.payload.forged"}
 RECEIVED_AT = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 SKEW = 600.0
 META = RecordMeta(
@@ -35,23 +31,6 @@ META = RecordMeta(
     request_id="req-1",
 )
 SCHEMA_PREFIX = "json not comply with schema: "
-
-
-def load_cases(vendor: str) -> list[dict[str, Any]]:
-    cases = []
-    for path in sorted(CORPUS.glob("*.json")):
-        text = re.sub(r"\$\{(\w+)\}", lambda m: PLACEHOLDERS.get(m.group(1), m.group(0)), path.read_text())
-        case = json.loads(text)
-        if case["vendor"] == vendor:
-            cases.append(case)
-    return cases
-
-
-def body_of(case: dict[str, Any]) -> bytes:
-    request = case["request"]
-    if "body_text" in request:
-        return str(request["body_text"]).encode()
-    return json.dumps(request["body"]).encode()
 
 
 def is_subset(actual: Any, expected: Any) -> bool:
@@ -80,7 +59,7 @@ def assert_reply(reply: Reply, expect: dict[str, Any]) -> None:
         assert is_subset(json.loads(reply.body), expect["body_has"])
 
 
-CASES = load_cases("impression")
+CASES = vendor_cases("impression")
 BODY_CASES = [pytest.param(c, id=c["id"]) for c in CASES if c["expect"]["status"] not in (401, 403)]
 STORED_CASES = [pytest.param(c, id=c["id"]) for c in CASES if c["expect"]["status"] < 300]
 SEED = next(c for c in CASES if c["id"] == "impression-seed-sample")["request"]["body"]
@@ -92,7 +71,7 @@ def test_corpus_has_impression_cases() -> None:
 
 @pytest.mark.parametrize("case", BODY_CASES)
 def test_corpus_reply(case: dict[str, Any]) -> None:
-    reply = reply_for(body_of(case))
+    reply = reply_for(request_body(case["request"]))
     assert_reply(reply, case["expect"])
     if reply.status == 400:
         assert json.loads(reply.body)["errors"]["message"].startswith(SCHEMA_PREFIX)
@@ -305,7 +284,7 @@ def walk(value: Any) -> list[Any]:
 
 @pytest.mark.parametrize("case", STORED_CASES)
 def test_corpus_to_canonical(case: dict[str, Any]) -> None:
-    body = body_of(case)
+    body = request_body(case["request"])
     events = FORMAT.to_canonical(body, META)
     assert Counter(e.event_type for e in events) == Counter(case["stored"])
     assert len(events) == FORMAT.validate(body, "impression", RECEIVED_AT, SKEW).events

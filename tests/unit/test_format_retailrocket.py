@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,14 +18,8 @@ from pipeline.errors import InvalidEvent
 from pipeline.formats.base import Accepted, Problem, Rejection, Reply, VendorFormat
 from pipeline.formats.retailrocket import FORMAT, METHODS
 from pipeline.record import RecordMeta
+from tests.corpus import request_body, vendor_cases
 
-CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
-PLACEHOLDERS = {
-    "${API_KEY}": "ep_test_key_1",
-    "${BAD_KEY}": "ep_wrong_key",
-    "${PARTNER_ID}": "608423a9b126ac6ab3f8f0a5",
-    "${OTHER_PARTNER_ID}": "5e3b1c2d4f6a7b8c9d0e1f2a",
-}
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 RECEIVED_MS = 1_714_564_800_000  # 2024-05-01T12:00:00Z
 RECEIVED_AT = datetime.fromtimestamp(RECEIVED_MS / 1000, tz=UTC)
@@ -36,24 +29,7 @@ ROUTE_NAMES = {route.name for route in FORMAT.routes}
 _typed: VendorFormat = FORMAT  # the module object satisfies the protocol (checked by mypy)
 
 
-def _load_cases() -> list[dict[str, Any]]:
-    cases = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(CORPUS.glob("*.json"))]
-    return [case for case in cases if case.get("vendor") == "retailrocket"]
-
-
-CASES = _load_cases()
-
-
-def _substitute(text: str) -> str:
-    for placeholder, value in PLACEHOLDERS.items():
-        text = text.replace(placeholder, value)
-    return text
-
-
-def _body(request: dict[str, Any]) -> bytes:
-    if request.get("body") is None and "body_text" in request:
-        return _substitute(request["body_text"]).encode()
-    return _substitute(json.dumps(request["body"], ensure_ascii=False)).encode()
+CASES = vendor_cases("retailrocket")
 
 
 def _route(request: dict[str, Any]) -> str:
@@ -126,7 +102,7 @@ def test_corpus_has_retailrocket_cases() -> None:
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in BODY_CASES])
 def test_corpus_case_reply(case: dict[str, Any]) -> None:
     request = case["request"]
-    _assert_expected(_reply(_body(request), _route(request)), case["expect"])
+    _assert_expected(_reply(request_body(request), _route(request)), case["expect"])
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in AUTH_CASES])
@@ -500,7 +476,7 @@ def test_auth_replies_never_echo_the_key(problem: Problem) -> None:
 def test_corpus_body_splits_into_the_stored_events(case: dict[str, Any]) -> None:
     request = case["request"]
     route = _route(request)
-    body = _body(request)
+    body = request_body(request)
     events = FORMAT.to_canonical(body, _meta(route))
     assert len(events) == FORMAT.validate(body, route, NOW, 600).events
     assert Counter(e.event_type for e in events) == Counter(case["stored"])

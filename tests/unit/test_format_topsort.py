@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,14 +19,8 @@ from pipeline.errors import InvalidEvent
 from pipeline.formats.base import Accepted, Problem, Rejection, Reply
 from pipeline.formats.topsort import DOC_URL, FORMAT
 from pipeline.record import RecordMeta
+from tests.corpus import request_body, vendor_cases
 
-CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
-PLACEHOLDERS = {
-    "API_KEY": "ep_test_key_1",
-    "BAD_KEY": "ep_wrong_key",
-    "PARTNER_ID": "608423a9b126ac6ab3f8f0a5",
-    "OTHER_PARTNER_ID": "5e3b1c2d4f6a7b8c9d0e1f2a",
-}
 RECEIVED_AT = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 SKEW = 600.0
 META = RecordMeta(
@@ -38,23 +30,6 @@ META = RecordMeta(
     received_at_ms=int(RECEIVED_AT.timestamp() * 1000),
     request_id="req-1",
 )
-
-
-def load_cases(vendor: str) -> list[dict[str, Any]]:
-    cases = []
-    for path in sorted(CORPUS.glob("*.json")):
-        text = re.sub(r"\$\{(\w+)\}", lambda m: PLACEHOLDERS.get(m.group(1), m.group(0)), path.read_text())
-        case = json.loads(text)
-        if case["vendor"] == vendor:
-            cases.append(case)
-    return cases
-
-
-def body_of(case: dict[str, Any]) -> bytes:
-    request = case["request"]
-    if "body_text" in request:
-        return str(request["body_text"]).encode()
-    return json.dumps(request["body"]).encode()
 
 
 def is_subset(actual: Any, expected: Any) -> bool:
@@ -72,7 +47,7 @@ def reply_for(body: bytes, received_at: datetime = RECEIVED_AT) -> Reply:
         return FORMAT.error(rejection)
 
 
-CASES = load_cases("topsort")
+CASES = vendor_cases("topsort")
 BODY_CASES = [pytest.param(c, id=c["id"]) for c in CASES if c["expect"]["status"] not in (401, 403)]
 AUTH_CASES = [pytest.param(c, id=c["id"]) for c in CASES if c["expect"]["status"] in (401, 403)]
 STORED_CASES = [pytest.param(c, id=c["id"]) for c in CASES if c["expect"]["status"] < 300]
@@ -86,7 +61,7 @@ def test_corpus_has_topsort_cases() -> None:
 
 @pytest.mark.parametrize("case", BODY_CASES)
 def test_corpus_reply(case: dict[str, Any]) -> None:
-    reply = reply_for(body_of(case))
+    reply = reply_for(request_body(case["request"]))
     expect = case["expect"]
     assert reply.status == expect["status"]
     if "body" in expect:
@@ -578,7 +553,7 @@ def walk(value: Any) -> list[Any]:
 
 @pytest.mark.parametrize("case", STORED_CASES)
 def test_corpus_to_canonical(case: dict[str, Any]) -> None:
-    body = body_of(case)
+    body = request_body(case["request"])
     events = FORMAT.to_canonical(body, META)
     assert Counter(e.event_type for e in events) == Counter(case["stored"])
     assert len(events) == FORMAT.validate(body, "events", RECEIVED_AT, SKEW).events
