@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import InvalidEvent
-from pipeline.formats.base import Accepted, Problem, Rejection, Reply, VendorFormat
+from pipeline.formats.base import Problem, Rejection, Reply, VendorFormat
 from pipeline.formats.dfinery import ERROR_HEADER, FORMAT
 from pipeline.record import RecordMeta
 from tests.corpus import request_body, vendor_cases
+from tests.format_checks import accepted_or_4xx, encode_json
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 RECEIVED_MS = 1_714_564_800_000
@@ -622,23 +623,11 @@ json_values = st.recursive(
 )
 
 
-def _encode(value: Any, ascii_only: bool) -> bytes:
-    # surrogatepass: a lone surrogate in text becomes bytes that are not UTF-8, as a broken client sends.
-    return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-
-
 def _check_outcome(body: bytes) -> None:
-    """Accepted (and then readable by the consumer), or refused with a 4xx; never another exception."""
-    outcome: Accepted | Reply
-    try:
-        outcome = FORMAT.validate(body, "events", NOW, 600)
-    except Rejection as rejection:
-        outcome = FORMAT.error(rejection)
-    if isinstance(outcome, Reply):
-        assert 400 <= outcome.status < 500
-    else:
-        (event,) = FORMAT.to_canonical(body, _meta())
-        assert json.loads(outcome.reply.body)["result_data"]["event_id"] == event.event_id
+    outcome = accepted_or_4xx(FORMAT, body, "events", NOW, _meta())
+    if outcome is not None:
+        accepted, (event,) = outcome
+        assert json.loads(accepted.reply.body)["result_data"]["event_id"] == event.event_id
 
 
 @st.composite
@@ -677,13 +666,13 @@ PROPERTY_SETTINGS = settings(max_examples=250, deadline=None, suppress_health_ch
 @PROPERTY_SETTINGS
 @given(value=json_values, ascii_only=st.booleans())
 def test_any_json_value_is_accepted_or_refused_with_4xx(value: Any, ascii_only: bool) -> None:
-    _check_outcome(_encode(value, ascii_only))
+    _check_outcome(encode_json(value, ascii_only))
 
 
 @PROPERTY_SETTINGS
 @given(body=mutated_bodies(), ascii_only=st.booleans())
 def test_mutated_valid_body_is_accepted_or_refused_with_4xx(body: Any, ascii_only: bool) -> None:
-    _check_outcome(_encode(body, ascii_only))
+    _check_outcome(encode_json(body, ascii_only))
 
 
 @settings(max_examples=100, deadline=None)

@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.errors import InvalidEvent
-from pipeline.formats.base import Accepted, Problem, Rejection, Reply, VendorFormat
+from pipeline.formats.base import Problem, Rejection, Reply, VendorFormat
 from pipeline.formats.retailrocket import FORMAT, METHODS
 from pipeline.record import RecordMeta
 from tests.corpus import request_body, vendor_cases
+from tests.format_checks import accepted_or_4xx, encode_json
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 RECEIVED_MS = 1_714_564_800_000  # 2024-05-01T12:00:00Z
@@ -648,22 +649,8 @@ json_values = st.recursive(
 )
 
 
-def _encode(value: Any, ascii_only: bool) -> bytes:
-    # surrogatepass: a lone surrogate in text becomes bytes that are not UTF-8, as a broken client sends.
-    return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-
-
 def _check_outcome(body: bytes, route: str) -> None:
-    """Accepted (and then readable by the consumer), or refused with a 4xx; never another exception."""
-    outcome: Accepted | Reply
-    try:
-        outcome = FORMAT.validate(body, route, NOW, 600)
-    except Rejection as rejection:
-        outcome = FORMAT.error(rejection)
-    if isinstance(outcome, Reply):
-        assert 400 <= outcome.status < 500
-    else:
-        assert len(FORMAT.to_canonical(body, _meta(route))) == outcome.events
+    accepted_or_4xx(FORMAT, body, route, NOW, _meta(route))
 
 
 @st.composite
@@ -689,7 +676,7 @@ PROPERTY_SETTINGS = settings(max_examples=250, deadline=None, suppress_health_ch
 @PROPERTY_SETTINGS
 @given(value=json_values, route=st.sampled_from(ROUTES_UNDER_TEST), ascii_only=st.booleans())
 def test_any_json_value_is_accepted_or_refused_with_4xx(value: Any, route: str, ascii_only: bool) -> None:
-    _check_outcome(_encode(value, ascii_only), route)
+    _check_outcome(encode_json(value, ascii_only), route)
 
 
 @PROPERTY_SETTINGS
@@ -698,7 +685,7 @@ def test_mutated_valid_body_is_accepted_or_refused_with_4xx(
     mutated: tuple[str, Any], ascii_only: bool
 ) -> None:
     route, body = mutated
-    _check_outcome(_encode(body, ascii_only), route)
+    _check_outcome(encode_json(body, ascii_only), route)
 
 
 @settings(max_examples=100, deadline=None)
