@@ -152,6 +152,4 @@ def subset(expected: Any, actual: Any) -> bool:
         return isinstance(actual, dict) and all(
             k in actual and subset(v, actual[k]) for k, v in expected.items()
         )
-    if expected == {}:
-        return True
     return bool(expected == actual)

@@ -20,7 +20,7 @@ from pipeline.formats.base import Problem, Rejection, Reply, VendorFormat
 from pipeline.formats.dfinery import ERROR_HEADER, FORMAT
 from pipeline.record import RecordMeta
 from tests.corpus import request_body, vendor_cases
-from tests.format_checks import accepted_or_4xx, encode_json
+from tests.format_checks import accepted_or_4xx, assert_reply_matches, encode_json
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 RECEIVED_MS = 1_714_564_800_000
@@ -54,25 +54,6 @@ def _reply(body: bytes) -> Reply:
         return FORMAT.error(rejection)
 
 
-def _subset(expected: Any, actual: Any) -> bool:
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and _subset(v, actual[k]) for k, v in expected.items()
-        )
-    return bool(expected == actual)
-
-
-def _assert_expected(reply: Reply, expect: dict[str, Any]) -> None:
-    assert reply.status == expect["status"]
-    if "body" in expect:
-        if expect["body"] is None:
-            assert reply.body == b""
-        else:
-            assert json.loads(reply.body) == expect["body"]
-    if "body_has" in expect:
-        assert _subset(expect["body_has"], json.loads(reply.body))
-
-
 def _meta(tenant: str = "shop-a") -> RecordMeta:
     return RecordMeta(
         source="dfinery", route="events", tenant=tenant, received_at_ms=RECEIVED_MS, request_id="r1"
@@ -100,14 +81,14 @@ def test_corpus_has_dfinery_cases() -> None:
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in BODY_CASES])
 def test_corpus_case_reply(case: dict[str, Any]) -> None:
-    _assert_expected(_reply(request_body(case["request"])), case["expect"])
+    assert_reply_matches(_reply(request_body(case["request"])), case["expect"])
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in AUTH_CASES])
 def test_corpus_auth_case_reply(case: dict[str, Any]) -> None:
     problem = _auth_problem(case["request"])
     assert problem is not None
-    _assert_expected(FORMAT.error(Rejection(problem, "refused by the receiver")), case["expect"])
+    assert_reply_matches(FORMAT.error(Rejection(problem, "refused by the receiver")), case["expect"])
 
 
 def test_format_identity() -> None:

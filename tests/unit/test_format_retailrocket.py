@@ -19,7 +19,7 @@ from pipeline.formats.base import Problem, Rejection, Reply, VendorFormat
 from pipeline.formats.retailrocket import FORMAT, METHODS
 from pipeline.record import RecordMeta
 from tests.corpus import request_body, vendor_cases
-from tests.format_checks import accepted_or_4xx, encode_json
+from tests.format_checks import accepted_or_4xx, assert_reply_matches, encode_json
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 RECEIVED_MS = 1_714_564_800_000  # 2024-05-01T12:00:00Z
@@ -63,25 +63,6 @@ def _reply(body: bytes, route: str) -> Reply:
         return FORMAT.error(rejection)
 
 
-def _subset(expected: Any, actual: Any) -> bool:
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and _subset(v, actual[k]) for k, v in expected.items()
-        )
-    return bool(expected == actual)
-
-
-def _assert_expected(reply: Reply, expect: dict[str, Any]) -> None:
-    assert reply.status == expect["status"]
-    if "body" in expect:
-        if expect["body"] is None:
-            assert reply.body == b""
-        else:
-            assert json.loads(reply.body) == expect["body"]
-    if "body_has" in expect:
-        assert _subset(expect["body_has"], json.loads(reply.body))
-
-
 def _meta(route: str, tenant: str = "shop-a") -> RecordMeta:
     return RecordMeta(
         source="retailrocket", route=route, tenant=tenant, received_at_ms=RECEIVED_MS, request_id="req-1"
@@ -103,7 +84,7 @@ def test_corpus_has_retailrocket_cases() -> None:
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in BODY_CASES])
 def test_corpus_case_reply(case: dict[str, Any]) -> None:
     request = case["request"]
-    _assert_expected(_reply(request_body(request), _route(request)), case["expect"])
+    assert_reply_matches(_reply(request_body(request), _route(request)), case["expect"])
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in AUTH_CASES])
@@ -111,7 +92,7 @@ def test_corpus_auth_case_reply_shape(case: dict[str, Any]) -> None:
     problem = _auth_problem(case["request"])
     assert problem is not None
     reply = FORMAT.error(Rejection(problem, "refused by the receiver"))
-    _assert_expected(reply, case["expect"])
+    assert_reply_matches(reply, case["expect"])
 
 
 def test_corpus_unknown_method_is_not_a_route() -> None:
