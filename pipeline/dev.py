@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,7 +78,7 @@ def curl_lines(base: str, keys: DemoKeys, now: datetime) -> list[str]:
     dfinery = json.dumps(
         {
             "event_attributes": {
-                "event_id": str(__import__("uuid").uuid4()),
+                "event_id": str(uuid.uuid4()),
                 "event_name": "purchase",
                 "event_datetime": ms,
                 "order_id": "o-1",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
@@ -55,7 +54,3 @@ async def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float 
         return records
     finally:
         await consumer.stop()
-
-
-def run(coro: Any) -> Any:
-    return asyncio.get_event_loop().run_until_complete(coro)

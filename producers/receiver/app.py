@@ -197,18 +197,23 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _ready(state: ReceiverState) -> bool:
+    """Kafka connected and not draining; also published as eventpipe_ready{component="receiver"}."""
+    ready = state.producer.ready and not state.draining
+    state.metrics.ready.labels("receiver").set(1 if ready else 0)
+    return ready
+
+
 async def _readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    kafka = state.producer.ready
-    ready = kafka and not state.draining
-    state.metrics.ready.labels("receiver").set(1 if ready else 0)
-    body = {"ready": ready, "kafka": kafka, "draining": state.draining}
+    ready = _ready(state)
+    body = {"ready": ready, "kafka": state.producer.ready, "draining": state.draining}
     return web.json_response(body, status=200 if ready else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    state.metrics.ready.labels("receiver").set(1 if state.producer.ready and not state.draining else 0)
+    _ready(state)
     return web.Response(body=state.metrics_view.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
