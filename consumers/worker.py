@@ -205,9 +205,9 @@ class Worker:
     async def _collect(self) -> list[RawRecord]:
         """Records up to the batch's count bound, waiting at most its time bound once data flows."""
         records: list[RawRecord] = []
-        deadline = time.monotonic() + self._batch.max_wait_ms / 1000
+        deadline = self._clock.monotonic() + self._batch.max_wait_ms / 1000
         while len(records) < self._batch.max_records and not self._stopping.is_set():
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            remaining_ms = int((deadline - self._clock.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
             fetched = await self._consumer.getmany(
@@ -303,9 +303,9 @@ class Worker:
 
     async def _idle(self, seconds: float) -> None:
         """Wait while paused, still polling so the group does not think this member is stuck."""
-        deadline = time.monotonic() + seconds
+        deadline = self._clock.monotonic() + seconds
         while not self._stopping.is_set() and not self._revoking:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 return
             await self._consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
@@ -373,7 +373,7 @@ class Worker:
             e2e.labels(event.source).observe(max(0.0, (now - event.received_at).total_seconds()))
 
     async def _refresh_lag(self) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now - self._last_lag < LAG_REFRESH_SECONDS:
             return
         self._last_lag = now
