@@ -88,6 +88,8 @@ class Worker:
             settings.window_hours, settings.future_skew_seconds, settings.window_hours_by_source
         )
         self._recent = dedup.RecentKeys(settings.dedup_cache_size)
+        # A zero series from the start, so dashboards and alerts see "no errors" rather than no data.
+        metrics.sink_errors.labels(sink.name)
         self._dlq = deadletter.DeadLetterProducer(settings)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,

@@ -14,32 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port, free_port_run
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_port_run(n: int) -> int:
-    """A port p with p+1..p+n free too (the consumers' metrics ports)."""
-    for _ in range(100):
-        base = _free_port()
-        ok = True
-        for i in range(1, n + 1):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", base + i))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise AssertionError("no free port run")
 
 
 def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -49,8 +27,8 @@ def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str
         "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "EVENTPIPE_DATA_DIR": str(tmp_path),
         "EVENTPIPE_SINK": f"sqlite:///{tmp_path / 'events.db'}",
-        "EVENTPIPE_HTTP_PORT": str(_free_port()),
-        "EVENTPIPE_METRICS_PORT": str(_free_port_run(2)),
+        "EVENTPIPE_HTTP_PORT": str(free_port()),
+        "EVENTPIPE_METRICS_PORT": str(free_port_run(2)),
         "EVENTPIPE_RAW_TOPIC": f"dev-{tag}.raw",
         "EVENTPIPE_DLQ_TOPIC": f"dev-{tag}.dlq",
         "EVENTPIPE_CONSUMER_GROUP": f"dev-{tag}",

@@ -4,29 +4,15 @@ directory), and a second start while running is harmless."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port_run
+
 pytestmark = pytest.mark.network
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-        if port < 65000:
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise AssertionError("no free port pair")
 
 
 def eventpipe(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,7 +27,7 @@ def eventpipe(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_start_status_stop_twice(tmp_path: Path) -> None:
-    port = _free_port_pair()
+    port = free_port_run(1)
     env = {
         **os.environ,
         "EVENTPIPE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",

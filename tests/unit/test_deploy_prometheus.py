@@ -5,12 +5,10 @@ synthetic series), and the scrape configs match docker-compose.yml and `eventpip
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,13 @@ import yaml
 
 from pipeline import metrics as metrics_mod
 from pipeline.settings import Settings
+from tests import dashboards
+from tests.dashboards import all_panels, dashboard_exprs, graph_panels
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
-DASHBOARD = GRAFANA_DIR / "dashboards" / "eventpipe.json"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Series Prometheus itself attaches to every target; the only non-eventpipe name an alert may use.
@@ -98,30 +97,11 @@ def test_metric_name_extraction(expr: str, names: set[str]) -> None:
 
 @pytest.fixture(scope="module")
 def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return data
-
-
-def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in dashboard["panels"]:
-        yield panel
-        yield from panel.get("panels", [])  # panels inside a collapsed row
-
-
-def graph_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in all_panels(dashboard) if p["type"] != "row"]
-
-
-def dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(panel title + refId, expr) of every target."""
-    return [(f"{p['title']} {t['refId']}", t["expr"]) for p in graph_panels(dashboard) for t in p["targets"]]
+    return dashboards.load()
 
 
 def expand_macros(expr: str) -> str:
-    for macro, value in GRAFANA_MACROS.items():
-        expr = expr.replace(macro, value)
-    assert "$" not in expr, f"an unexpanded Grafana variable: {expr}"
-    return expr
+    return dashboards.expand_macros(expr, GRAFANA_MACROS)
 
 
 def test_dashboard_identity(dashboard: dict[str, Any]) -> None:
@@ -241,7 +221,7 @@ def test_grafana_provisioning_matches_the_stack() -> None:
     ]
     assert provider["type"] == "file"
     mounts = dict(reversed(v.split(":")[:2]) for v in compose["services"]["grafana"]["volumes"])
-    assert (ROOT / mounts[provider["options"]["path"]] / DASHBOARD.name) == DASHBOARD
+    assert (ROOT / mounts[provider["options"]["path"]] / dashboards.DASHBOARD.name) == dashboards.DASHBOARD
 
 
 # -- the alerts ------------------------------------------------------------------------------------
