@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from pipeline.tenants import key_digest
 from tests.corpus import API_KEY, load_cases
+from tests.integration.test_dev_command import _free_port
 from tests.kafka_util import create_topics, record_count, unique_settings
 from tests.waiting import wait_for
 
@@ -26,12 +26,6 @@ pytestmark = pytest.mark.kafka
 BURST = 20
 REQUESTS = 60
 DFINERY = next(c for c in load_cases() if c.id == "dfinery-seed-purchase")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _requests_by_worker(metrics_dir: Path) -> dict[str, float]:
