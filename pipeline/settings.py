@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from pipeline.errors import ConfigError
+from pipeline.rate_limits import check_limits
 
 PREFIX = "EVENTPIPE_"
+
+# Requests per second per tenant, by source, where no setting or tenant says otherwise. Retail Rocket's
+# document: "50 requests/second per site" (per partnerId). Topsort states no limit for its events API;
+# DFINERY documents the 429/4006 reply but no figure in the seed (its public pages give 1,000,000 or
+# 10,000,000 per minute per token, beyond what a receiver takes); the Impression API names none.
+DEFAULT_RATE_LIMITS: Mapping[str, float] = {"retailrocket": 50.0}
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -51,6 +58,14 @@ class Settings:
     batch_max_wait_ms: int = _setting(250, "consumer batch bound: time")
     dedup_cache_size: int = _setting(500_000, "recently seen event keys kept in memory per consumer")
     sink_retry_max_seconds: float = _setting(30.0, "cap of the backoff while the sink is down")
+    rate_limits: dict[str, float] = _setting(
+        {},
+        "requests/s per tenant and source (Retail Rocket: per partnerId), over the built-in "
+        "retailrocket=50; 0 = unlimited; tenants may override, e.g. 'dfinery=200'",
+    )
+    rate_limit_bursts: dict[str, float] = _setting(
+        {}, "requests a tenant may send at once per source, e.g. 'dfinery=400' (default: one second's worth)"
+    )
     tenant_labels: bool = _setting(False, "allow tenant ids as metric labels")
     log_format: str = _setting("auto", "auto (console on a terminal, else json), json or console")
     log_level: str = _setting("info", "debug, info, warning or error")
@@ -60,6 +75,10 @@ class Settings:
 
     def window_for(self, source: str) -> float:
         return self.window_hours_by_source.get(source, self.window_hours)
+
+    def rate_for(self, source: str) -> float:
+        """Requests/s per tenant for a source; 0 means unlimited."""
+        return self.rate_limits.get(source, DEFAULT_RATE_LIMITS.get(source, 0.0))
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -131,6 +150,7 @@ def _check(s: Settings) -> None:
         raise ConfigError("topic_retention_hours must outlast window_hours")
     if s.producer_compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
         raise ConfigError("producer_compression must be none, gzip, snappy, lz4 or zstd")
+    check_limits(s.rate_limits, s.rate_limit_bursts, "settings")
     if not (s.sink.startswith("sqlite:///") or s.sink.startswith(("postgresql://", "postgres://"))):
         raise ConfigError("sink must be sqlite:///path or postgresql://...")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import jwt
 
 from pipeline.errors import ConfigError
+from pipeline.rate_limits import check_limits
 
 DIGEST_PREFIX = "sha256:"
 JWT_ALGORITHM = "HS256"
@@ -30,6 +31,9 @@ class Tenant:
     api_key_digests: frozenset[str] = frozenset()
     retailrocket_partner_ids: frozenset[str] = frozenset()
     jwt_secrets: tuple[str, ...] = ()
+    # Per-source overrides of the rate limit settings (requests/s, 0 = unlimited; burst).
+    rate_limits: Mapping[str, float] = field(default_factory=dict, hash=False)
+    rate_limit_bursts: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -83,18 +87,37 @@ def parse(text: str, environ: Mapping[str, str]) -> TenantDirectory:
                 )
             digests.append(digest.lower())
         secrets = tuple(_resolve_secret(tenant_id, s, environ) for s in entry.get("jwt_secrets", []))
+        where = f"tenant {tenant_id}"
+        rates = _number_table(entry, "rate_limits", where)
+        bursts = _number_table(entry, "rate_limit_bursts", where)
+        check_limits(rates, bursts, where)
         tenants.append(
             Tenant(
                 id=tenant_id,
                 api_key_digests=frozenset(digests),
                 retailrocket_partner_ids=frozenset(str(p) for p in entry.get("retailrocket_partner_ids", [])),
                 jwt_secrets=tuple(s for s in secrets if s),
+                rate_limits=rates,
+                rate_limit_bursts=bursts,
             )
         )
     ids = [t.id for t in tenants]
     if len(ids) != len(set(ids)):
         raise ConfigError("tenant ids must be unique")
     return TenantDirectory(tuple(tenants))
+
+
+def _number_table(entry: Mapping[str, object], name: str, where: str) -> dict[str, float]:
+    table = entry.get(name, {})
+    example = f"{name} = {{ retailrocket = 100, dfinery = 200 }}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: {name} must be a table of source = number, e.g. {example}")
+    numbers: dict[str, float] = {}
+    for source, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: {name}.{source} must be a number, not {value!r}; e.g. {example}")
+        numbers[source] = float(value)
+    return numbers
 
 
 def load(path: str, environ: Mapping[str, str]) -> TenantDirectory:

@@ -31,6 +31,14 @@ async def create_topics(settings: Settings) -> None:
     await topics.ensure(settings)
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    parts = consumer.partitions_for_topic(topic)
+    while not parts:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in parts]
+
+
 async def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 20.0) -> list[Any]:
     """Every record of the topic, polling until `expected` have arrived or the deadline passes."""
     consumer = AIOKafkaConsumer(
@@ -38,11 +46,7 @@ async def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float 
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        while not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = await _partitions(consumer, topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         records: list[Any] = []
@@ -52,5 +56,17 @@ async def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float 
             for part in batch.values():
                 records.extend(part)
         return records
+    finally:
+        await consumer.stop()
+
+
+async def record_count(bootstrap: str, topic: str) -> int:
+    """How many records the topic holds right now (the sum of its partitions' end offsets): with
+    every send awaited before its reply, a count taken after the replies is exact, with no waiting."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(await _partitions(consumer, topic))
+        return sum(ends.values())
     finally:
         await consumer.stop()

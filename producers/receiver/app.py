@@ -17,11 +17,13 @@ from pipeline.clock import Clock, SystemClock, to_epoch_ms
 from pipeline.formats import all_formats
 from pipeline.formats.base import REJECTION_REASON, Problem, Rejection, Reply, Route, VendorFormat
 from pipeline.metrics import Metrics
+from pipeline.rate_limits import PER_SITE_SOURCE, LimitTable
 from pipeline.record import RecordMeta
 from pipeline.settings import Settings
 from pipeline.tenants import TenantDirectory
 from producers.receiver import auth
 from producers.receiver.body import check_content_type, read_body
+from producers.receiver.buckets import RateLimiter
 from producers.receiver.kafka import KafkaUnavailable, RecordProducer
 from producers.receiver.metrics_view import MetricsView
 
@@ -48,6 +50,7 @@ class ReceiverState:
     metrics_view: MetricsView
     producer: RecordProducer
     clock: Clock
+    limiter: RateLimiter
     draining: bool = False
 
 
@@ -61,15 +64,20 @@ def create_app(
     *,
     clock: Clock | None = None,
     metrics_view: MetricsView | None = None,
+    limiter: RateLimiter | None = None,
 ) -> web.Application:
+    """`limiter` is the workers' shared one under `--workers N` (the app closes it on cleanup); by
+    default the buckets live in this process."""
     app = web.Application(client_max_size=settings.max_body_bytes)
+    clock = clock or SystemClock()
     state = ReceiverState(
         settings=settings,
         tenants=tenants,
         metrics=metrics,
         metrics_view=metrics_view or MetricsView.single(metrics.registry),
         producer=RecordProducer(settings, metrics),
-        clock=clock or SystemClock(),
+        clock=clock,
+        limiter=limiter or RateLimiter.local(LimitTable.build(settings, tenants), clock.monotonic()),
     )
     app[STATE] = state
     formats = all_formats()
@@ -84,6 +92,7 @@ def create_app(
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)
     app.cleanup_ctx.append(_producer_ctx)
+    app.on_cleanup.append(_close_limiter)
     app.on_shutdown.append(_start_draining)
     return app
 
@@ -94,6 +103,10 @@ async def _producer_ctx(app: web.Application) -> AsyncIterator[None]:
     state.metrics.ready.labels("receiver").set(0)
     yield
     await state.producer.stop()
+
+
+async def _close_limiter(app: web.Application) -> None:
+    app[STATE].limiter.close()
 
 
 async def _start_draining(app: web.Application) -> None:
@@ -119,6 +132,11 @@ def _response(reply: Reply, request_id: str) -> web.Response:
     )
 
 
+def _site(source: str, request: web.Request) -> str:
+    """The rate limit's site: Retail Rocket's partnerId (already checked against the tenant's)."""
+    return request.query.get("partnerId", "") if source == PER_SITE_SOURCE else ""
+
+
 def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], Any]:
     source = fmt.source
     authenticate = AUTHENTICATORS[source]
@@ -131,11 +149,18 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
         request_id = _request_id(request)
         metrics.in_flight.inc()
         events = 0
+        tenant: str | None = None
         try:
             try:
                 if state.draining:
                     raise Rejection(Problem.UNAVAILABLE, "shutting down", retry_after=RETRY_AFTER_SECONDS)
                 tenant = authenticate(state.tenants, request)
+                # Before the body is read: a tenant over its limit costs no bandwidth or decoding.
+                allowed, retry_after = state.limiter.acquire(
+                    (tenant, source, _site(source, request)), state.clock.monotonic()
+                )
+                if not allowed:
+                    raise Rejection(Problem.RATE_LIMITED, "rate limit exceeded", retry_after=retry_after)
                 check_content_type(request, fmt.requires_json_content_type)
                 body = await read_body(
                     request, settings.max_body_bytes, settings.request_read_timeout_seconds
@@ -167,6 +192,7 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
                     request_id=request_id,
                     source=source,
                     route=route.name,
+                    tenant=tenant,
                     problem=rejection.problem.value,
                     path=rejection.path,
                     status=reply.status,

@@ -59,6 +59,7 @@ def document(formats: Mapping[str, VendorFormat]) -> dict[str, Any]:
                 "400": {"description": "invalid request, in the vendor's error shape"},
                 "401": {"description": "missing or invalid credentials"},
                 "413": {"description": "body above the limit"},
+                "429": {"description": "the tenant's rate limit is exceeded; retry after Retry-After"},
                 "503": {"description": "Kafka unavailable; retry after Retry-After"},
             },
         }

@@ -1,18 +1,21 @@
 """Running the receiver: one process, or N processes sharing the port (SO_REUSEPORT, the kernel
-spreads connections), on uvloop. SIGTERM stops accepting and drains in-flight requests; a second
-signal exits at once."""
+spreads connections) and one table of rate limit buckets, on uvloop. SIGTERM stops accepting and
+drains in-flight requests; a second signal exits at once."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
 import os
+import shutil
 import signal
 import ssl
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import structlog
 import uvloop
@@ -21,9 +24,11 @@ from prometheus_client import CollectorRegistry
 
 from pipeline import logging as ep_logging
 from pipeline.metrics import Metrics
+from pipeline.rate_limits import LimitTable
 from pipeline.settings import Settings
 from pipeline.tenants import TenantDirectory
 from producers.receiver.app import create_app
+from producers.receiver.buckets import RateLimiter, SharedBuckets
 from producers.receiver.metrics_view import MetricsView
 
 log = structlog.get_logger("eventpipe.receiver")
@@ -53,10 +58,12 @@ async def serve(
     options: ServeOptions,
     multiprocess_dir: str | None = None,
     started: asyncio.Event | None = None,
+    buckets: Path | None = None,
 ) -> None:
     metrics = Metrics(CollectorRegistry())
     view = MetricsView(metrics.registry, multiprocess_dir)
-    app = create_app(settings, tenants, metrics, metrics_view=view)
+    limiter = RateLimiter.shared(LimitTable.build(settings, tenants), buckets) if buckets else None
+    app = create_app(settings, tenants, metrics, metrics_view=view, limiter=limiter)
     runner = web.AppRunner(app, shutdown_timeout=settings.drain_seconds, access_log=None)
     await runner.setup()
     site = web.TCPSite(
@@ -90,12 +97,14 @@ async def serve(
     log.info("receiver_stopped")
 
 
-def _worker(settings: Settings, tenants: TenantDirectory, options: ServeOptions, mp_dir: str | None) -> None:
+def _worker(
+    settings: Settings, tenants: TenantDirectory, options: ServeOptions, mp_dir: str, buckets: Path
+) -> None:
     ep_logging.configure(settings)
     # The parent handles Ctrl-C for the group; a worker only obeys the SIGTERM it forwards.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings, tenants, options, mp_dir))
+        runner.run(serve(settings, tenants, options, mp_dir, buckets=buckets))
 
 
 def run(
@@ -105,11 +114,22 @@ def run(
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve(settings, tenants, options))
         return 0
-    return _run_workers(settings, tenants, options, environ)
+    run_dir = Path(tempfile.mkdtemp(prefix="eventpipe-receiver-"))
+    try:
+        # The buckets exist before any worker does, so every worker attaches to the same ones.
+        buckets = run_dir / "rate-limit-buckets"
+        SharedBuckets.create(buckets, LimitTable.build(settings, tenants).limits, time.monotonic())
+        return _run_workers(settings, tenants, options, environ, buckets)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_workers(
-    settings: Settings, tenants: TenantDirectory, options: ServeOptions, environ: Mapping[str, str]
+    settings: Settings,
+    tenants: TenantDirectory,
+    options: ServeOptions,
+    environ: Mapping[str, str],
+    buckets: Path,
 ) -> int:
     from prometheus_client import multiprocess
 
@@ -120,7 +140,7 @@ def _run_workers(
     ctx = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
     for _ in range(options.workers):
-        worker: BaseProcess = ctx.Process(target=_worker, args=(settings, tenants, options, mp_dir))
+        worker: BaseProcess = ctx.Process(target=_worker, args=(settings, tenants, options, mp_dir, buckets))
         worker.start()
         procs.append(worker)
     stopping = False
@@ -153,7 +173,9 @@ def _run_workers(
             # A worker that died on its own is replaced, so the port keeps its capacity.
             log.error("receiver_worker_died", pid=proc.pid, exitcode=proc.exitcode)
             exit_code = 1
-            replacement: BaseProcess = ctx.Process(target=_worker, args=(settings, tenants, options, mp_dir))
+            replacement: BaseProcess = ctx.Process(
+                target=_worker, args=(settings, tenants, options, mp_dir, buckets)
+            )
             replacement.start()
             procs.append(replacement)
     return exit_code
