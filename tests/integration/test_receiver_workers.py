@@ -17,8 +17,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from pipeline.tenants import key_digest
 from tests.corpus import API_KEY, load_cases
-from tests.integration.test_dev_command import _free_port
 from tests.kafka_util import create_topics, record_count, unique_settings
+from tests.ports import free_port
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -50,7 +50,7 @@ async def test_workers_share_the_tenants_rate_limit(kafka_bootstrap: str, tmp_pa
     metrics_dir.mkdir()
     run_tmp = tmp_path / "tmp"
     run_tmp.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
