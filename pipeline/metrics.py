@@ -13,9 +13,13 @@ BYTES_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, tenant_labels: bool = False) -> None:
         self.registry = registry
         r = registry
+        # Tenant ids become a label only where the operator allowed it (settings.tenant_labels): they
+        # multiply series, and a tenant id can identify a customer.
+        self.tenant_labels = tenant_labels
+        by_tenant = ["tenant"] if tenant_labels else []
         # Receiver: requests answered, by vendor, route and HTTP status.
         self.requests = Counter(
             "eventpipe_receiver_requests", "HTTP requests answered", ["source", "route", "status"], registry=r
@@ -28,11 +32,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        # Receiver: events inside accepted requests (a Topsort batch of 50 counts 50).
+        # Receiver: events inside accepted requests (a Topsort batch of 50 counts 50); tenant if allowed.
         self.events_accepted = Counter(
             "eventpipe_receiver_events_accepted",
             "Events accepted and durable in Kafka",
-            ["source"],
+            ["source", *by_tenant],
             registry=r,
         )
         # Receiver: request body sizes after decompression.
@@ -57,9 +61,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        # Receiver: refused requests by reason (auth, schema, too_large, rate_limited, unavailable, ...).
+        # Receiver: refused requests by reason (auth, schema, too_large, rate_limited, unavailable, ...);
+        # tenant if allowed ("unknown" before authentication).
         self.rejections = Counter(
-            "eventpipe_receiver_rejections", "Requests refused", ["source", "reason"], registry=r
+            "eventpipe_receiver_rejections",
+            "Requests refused",
+            ["source", "reason", *by_tenant],
+            registry=r,
         )
         # Receiver and consumer: 1 when ready to serve (producer connected / group joined and sink up).
         self.ready = Gauge("eventpipe_ready", "Readiness", ["component"], registry=r, multiprocess_mode="min")
@@ -119,6 +127,12 @@ class Metrics:
         # Consumer: partition rebalances seen by this worker.
         self.rebalances = Counter("eventpipe_consumer_rebalances", "Rebalances", ["kind"], registry=r)
 
+    def tenant(self, tenant: str | None) -> tuple[str, ...]:
+        """The tenant label's value for the metrics that may carry it: none unless allowed."""
+        if not self.tenant_labels:
+            return ()
+        return (tenant or "unknown",)
 
-def fresh() -> Metrics:
-    return Metrics(CollectorRegistry(auto_describe=True))
+
+def fresh(*, tenant_labels: bool = False) -> Metrics:
+    return Metrics(CollectorRegistry(auto_describe=True), tenant_labels=tenant_labels)

@@ -185,7 +185,9 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
                 events = accepted.events
                 reply = accepted.reply
             except Rejection as rejection:
-                metrics.rejections.labels(source, REJECTION_REASON[rejection.problem]).inc()
+                metrics.rejections.labels(
+                    source, REJECTION_REASON[rejection.problem], *metrics.tenant(tenant)
+                ).inc()
                 reply = fmt.error(rejection)
                 log.info(
                     "rejected",
@@ -198,7 +200,7 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
                     status=reply.status,
                 )
             if events:
-                metrics.events_accepted.labels(source).inc(events)
+                metrics.events_accepted.labels(source, *metrics.tenant(tenant)).inc(events)
             metrics.requests.labels(source, route.name, str(reply.status)).inc()
             return _response(reply, request_id)
         finally:

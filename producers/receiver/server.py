@@ -60,7 +60,7 @@ async def serve(
     started: asyncio.Event | None = None,
     buckets: Path | None = None,
 ) -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(CollectorRegistry(), tenant_labels=settings.tenant_labels)
     view = MetricsView(metrics.registry, multiprocess_dir)
     limiter = RateLimiter.shared(LimitTable.build(settings, tenants), buckets) if buckets else None
     app = create_app(settings, tenants, metrics, metrics_view=view, limiter=limiter)

@@ -35,7 +35,9 @@ async def receiver_factory(
     directory: tenants.TenantDirectory,
 ) -> AsyncIterator[ClientFactory]:
     async def make(settings: Settings, wait_ready: bool = True) -> TestClient[web.Request, web.Application]:
-        app = create_app(settings, directory, Metrics(CollectorRegistry()))
+        app = create_app(
+            settings, directory, Metrics(CollectorRegistry(), tenant_labels=settings.tenant_labels)
+        )
         client = await aiohttp_client(app)
         if wait_ready:
             await wait_until_ready(client)
