@@ -70,6 +70,28 @@ async def query(sink: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         await conn.close()
 
 
+async def execute(sink: str, sql: str, *args: Any) -> None:
+    """One statement on the sink's database, committed, independently of the sink under test."""
+    if sink.startswith("sqlite:///"):
+        import sqlite3
+
+        def run() -> None:
+            conn = sqlite3.connect(sink.removeprefix("sqlite:///"))
+            try:
+                with conn:
+                    conn.execute(sql.replace("$", "?"), args)
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(run)
+        return
+    conn = await asyncpg.connect(sink)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
 async def row_count(sink: str) -> int:
     try:
         return int((await query(sink, "SELECT count(*) FROM events"))[0][0])
