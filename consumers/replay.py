@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as MetricCounter
 
@@ -118,7 +119,11 @@ def main(settings: Settings, start: str, group_id: str | None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = run_on_uvloop(replay(settings, spec, group_id))
+    try:
+        summary = run_on_uvloop(replay(settings, spec, group_id))
+    except (KafkaError, TimeoutError) as exc:
+        print(f"error: Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+        return 1
     print(summary.text())
     return 0 if summary.caught_up else 1
 

@@ -51,14 +51,16 @@ async def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 
 async def query(sink: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Rows from the sink's database, read independently of the sink under test."""
+    """Rows from the sink's database, read independently of the sink under test; a statement that
+    changes rows is committed."""
     if sink.startswith("sqlite:///"):
         import sqlite3
 
         def run() -> list[tuple[Any, ...]]:
             conn = sqlite3.connect(sink.removeprefix("sqlite:///"))
             try:
-                return [tuple(r) for r in conn.execute(sql.replace("$", "?"), args).fetchall()]
+                with conn:
+                    return [tuple(r) for r in conn.execute(sql.replace("$", "?"), args).fetchall()]
             finally:
                 conn.close()
 
@@ -66,28 +68,6 @@ async def query(sink: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     conn = await asyncpg.connect(sink)
     try:
         return [tuple(r) for r in await conn.fetch(sql, *args)]
-    finally:
-        await conn.close()
-
-
-async def execute(sink: str, sql: str, *args: Any) -> None:
-    """One statement on the sink's database, committed, independently of the sink under test."""
-    if sink.startswith("sqlite:///"):
-        import sqlite3
-
-        def run() -> None:
-            conn = sqlite3.connect(sink.removeprefix("sqlite:///"))
-            try:
-                with conn:
-                    conn.execute(sql.replace("$", "?"), args)
-            finally:
-                conn.close()
-
-        await asyncio.to_thread(run)
-        return
-    conn = await asyncpg.connect(sink)
-    try:
-        await conn.execute(sql, *args)
     finally:
         await conn.close()
 

@@ -4,6 +4,7 @@ exactly those, and `--from` an offset or a time reads exactly the records after 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -15,10 +16,11 @@ import pytest
 
 from consumers import start_position
 from consumers.replay import replay
-from tests.integration.conftest import Pipeline, execute, query, row_count
-from tests.integration.test_status import cli_env, eventpipe
+from tests.integration.conftest import Pipeline, query, row_count
+from tests.integration.test_status import cli_env
 from tests.integration.traffic import post_clicks
 from tests.kafka_util import read_all
+from tests.unit.test_cli import eventpipe
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -57,7 +59,7 @@ async def test_replay_stores_nothing_twice_and_restores_deleted_rows(pipeline: P
 
     # Twice, through the command line and the same replay group: it seeks to `earliest` again
     # instead of resuming from the group's commits.
-    out = await eventpipe(cli_env(settings), "replay", "--from", "earliest")
+    out = await asyncio.to_thread(eventpipe, "replay", "--from", "earliest", env=cli_env(settings))
     assert out.returncode == 0, out.stderr
     assert summary_figure(out.stdout, "records read") == 12
     assert summary_figure(out.stdout, "events stored") == 0
@@ -66,7 +68,7 @@ async def test_replay_stores_nothing_twice_and_restores_deleted_rows(pipeline: P
     assert await row_count(settings.sink) == 12
 
     for event_id in ids[:4]:
-        await execute(settings.sink, "DELETE FROM events WHERE event_id = $1", event_id)
+        await query(settings.sink, "DELETE FROM events WHERE event_id = $1", event_id)
     assert await row_count(settings.sink) == 8
     restored = await replay(settings, start_position.Earliest())
     assert restored.caught_up

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,31 +20,18 @@ from consumers.status.snapshot import SinkRows, Snapshot
 from pipeline.settings import Settings
 from tests.integration.conftest import Pipeline, query, row_count
 from tests.integration.traffic import post_clicks
+from tests.unit.test_cli import eventpipe
 from tests.waiting import wait_for
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
     return {
-        **os.environ,
         "EVENTPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "EVENTPIPE_RAW_TOPIC": settings.raw_topic,
         "EVENTPIPE_DLQ_TOPIC": settings.dlq_topic,
         "EVENTPIPE_CONSUMER_GROUP": settings.consumer_group,
         "EVENTPIPE_SINK": settings.sink,
     }
-
-
-async def eventpipe(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """The real console entry point in a child process."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
 
 
 def total_lag(snapshot: Snapshot) -> int:
@@ -106,7 +90,7 @@ async def test_lag_grows_while_consumers_are_stopped_and_drains_when_they_start(
     assert "dead letters in the last hour: 1 (late 1)" in text
 
     # The same state through the real command line, as JSON.
-    out = await eventpipe(cli_env(settings), "status", "--json")
+    out = await asyncio.to_thread(eventpipe, "status", "--json", env=cli_env(settings))
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["healthy"] is True
@@ -122,7 +106,7 @@ async def test_unreachable_broker_fails_the_command_but_reports_the_sink(tmp_pat
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]  # nothing listens once the socket is closed
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{closed_port}", sink=f"sqlite:///{tmp_path}/absent.db")
-    out = await eventpipe(cli_env(settings), "status", "--json")
+    out = await asyncio.to_thread(eventpipe, "status", "--json", env=cli_env(settings))
     assert out.returncode == 1
     doc = json.loads(out.stdout)
     assert doc["broker"]["reachable"] is False
@@ -133,7 +117,7 @@ async def test_unreachable_broker_fails_the_command_but_reports_the_sink(tmp_pat
         "rows": None,
         "error": f"sqlite {tmp_path}/absent.db: no such database file",
     }
-    text = await eventpipe(cli_env(settings), "status")
+    text = await asyncio.to_thread(eventpipe, "status", env=cli_env(settings))
     assert text.returncode == 1
     assert "UNREACHABLE" in text.stdout
 
