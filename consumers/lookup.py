@@ -154,20 +154,21 @@ class KafkaLookup:
         try:
             async with asyncio.timeout(self._timeout):
                 while pending and read < limit:
+                    # max_records bounds the whole answer, so no record fetched goes uncounted.
                     batch = await self._consumer.getmany(
                         *pending, timeout_ms=500, max_records=min(limit - read, 1000)
                     )
                     for tp, records in batch.items():
                         for record in records:
-                            if record.offset < pending.get(tp, 0) and read < limit:
+                            read += 1
+                            if record.offset < pending[tp]:  # later ones arrived after we looked
                                 value = dict(record.headers).get(header)
                                 counts[(value or b"").decode(errors="replace")] += 1
-                                read += 1
                     for tp in list(pending):
                         if await self._consumer.position(tp) >= pending[tp]:
                             del pending[tp]
         except TimeoutError:
-            pass
+            pass  # the counts so far, reported as incomplete
         finally:
             self._consumer.unsubscribe()
         return HeaderCount(dict(counts), not pending)
