@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import uvloop
 from prometheus_client import CollectorRegistry
@@ -15,17 +17,11 @@ from consumers.worker import Worker
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 
+T = TypeVar("T")
 
-async def serve(settings: Settings, group_id: str | None = None) -> None:
-    # /metrics and the probes listen where the receiver would (0.0.0.0 in containers) so that
-    # Prometheus and Kubernetes can reach them; 127.0.0.1 locally.
-    worker = Worker(
-        settings,
-        Metrics(CollectorRegistry()),
-        open_sink(settings.sink),
-        group_id=group_id,
-        health_host=settings.http_host,
-    )
+
+async def drive(worker: Worker) -> None:
+    """Start the worker, run it until it returns or a signal asks it to stop, and close it."""
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -45,7 +41,24 @@ async def serve(settings: Settings, group_id: str | None = None) -> None:
         await worker.close()
 
 
-def run(settings: Settings, group_id: str | None = None) -> int:
+async def serve(settings: Settings, group_id: str | None = None) -> None:
+    # /metrics and the probes listen where the receiver would (0.0.0.0 in containers) so that
+    # Prometheus and Kubernetes can reach them; 127.0.0.1 locally.
+    worker = Worker(
+        settings,
+        Metrics(CollectorRegistry()),
+        open_sink(settings.sink),
+        group_id=group_id,
+        health_host=settings.http_host,
+    )
+    await drive(worker)
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings, group_id))
+        return runner.run(main)
+
+
+def run(settings: Settings, group_id: str | None = None) -> int:
+    run_on_uvloop(serve(settings, group_id))
     return 0

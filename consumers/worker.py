@@ -47,6 +47,16 @@ class BatchPolicy:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """A bounded run (replay): each partition is read from `start`, whatever the group committed
+    before, and the run ends once every partition's position has reached `end` (the high watermarks
+    taken when the run began)."""
+
+    start: Mapping[TopicPartition, int]
+    end: Mapping[TopicPartition, int]
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     initial_seconds: float = 0.2
     max_seconds: float = 30.0
@@ -75,6 +85,7 @@ class Worker:
         formats: Mapping[str, VendorFormat] | None = None,
         health_host: str = "127.0.0.1",
         client_id: str | None = None,
+        bounds: Bounds | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -113,6 +124,12 @@ class Worker:
         self._probe_task: asyncio.Task[None] | None = None
         self._last_lag = 0.0
         self.batches_committed = 0
+        self._bounds = bounds
+        # Bounded runs: where each partition resumes after a rebalance (what this run has stored), and
+        # whether positions may be ahead of what is stored (a batch abandoned until the reassignment).
+        self._resume_at: dict[TopicPartition, int] = dict(bounds.start) if bounds else {}
+        self._unsettled = False
+        self.caught_up = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -189,11 +206,16 @@ class Worker:
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._metrics.rebalances.labels("assigned").inc()
         self._joined = True
+        # Seeking here, before the first fetch, is what aiokafka's listener is for.
+        for tp in assigned & self._resume_at.keys():
+            self._consumer.seek(tp, self._resume_at[tp])
+        self._unsettled = False
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Until request_stop(), or for a bounded run until caught up (then `caught_up` is True)."""
         while not self._stopping.is_set():
             records = await self._collect()
             if records:
@@ -202,7 +224,32 @@ class Worker:
                         await self._process(records)
                     except BatchAbandoned:
                         log.warning("batch_abandoned", records=len(records))
+                        self._abandoned()
             await self._refresh_lag()
+            if self._bounds is not None and await self._reached_end(self._bounds):
+                self.caught_up = True
+                log.info("caught_up", group=self._group_id, batches=self.batches_committed)
+                return
+
+    def _abandoned(self) -> None:
+        if self._bounds is None:
+            return
+        self._unsettled = True
+        if not self._revoking and not self._stopping.is_set():
+            # Not a rebalance (that would rewind to what is stored): the dead-letter topic refused the
+            # batch. A bounded run stops rather than claim it caught up past records it did not store.
+            log.error("bounded_run_stopped", reason="a batch could not be completed")
+            self.request_stop()
+
+    async def _reached_end(self, bounds: Bounds) -> bool:
+        if self._unsettled or self._stopping.is_set():
+            return False
+        assigned = self._consumer.assignment()
+        for tp, end in bounds.end.items():
+            # Positions, not stored offsets: a position also moves past offsets holding no record.
+            if tp not in assigned or await self._consumer.position(tp) < end:
+                return False
+        return True
 
     async def _collect(self) -> list[RawRecord]:
         """Records up to the batch's count bound, waiting at most its time bound once data flows."""
@@ -244,7 +291,10 @@ class Worker:
         ]
         letters += [deadletter.for_event(e, "unstorable", detail) for e, detail in unstorable]
         await self._send_dead_letters(letters)
-        await self._commit(records)
+        offsets = _next_offsets(records)
+        await self._commit(offsets)
+        if self._bounds is not None:
+            self._resume_at.update(offsets)
         self._recent.remember(fresh)
         self.batches_committed += 1
         self._count(decoded.dead, inside, outside, fresh, duplicates, result, unstorable)
@@ -322,12 +372,7 @@ class Worker:
         for letter in letters:
             self._metrics.dead_letters.labels(letter.source, letter.reason).inc()
 
-    async def _commit(self, records: Sequence[RawRecord]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            if r.offset + 1 > offsets.get(tp, -1):
-                offsets[tp] = r.offset + 1
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         began = time.perf_counter()
         try:
             await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
@@ -388,6 +433,16 @@ class Worker:
             except KafkaError:
                 continue
             self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+def _next_offsets(records: Sequence[RawRecord]) -> dict[TopicPartition, int]:
+    """Per partition, the offset after the batch's last record: what to commit."""
+    offsets: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        if r.offset + 1 > offsets.get(tp, -1):
+            offsets[tp] = r.offset + 1
+    return offsets
 
 
 def _header(record: RawRecord, name: str) -> str | None:

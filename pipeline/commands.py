@@ -1,4 +1,5 @@
-"""The long-running commands (receiver, consumer, dev, migrate), registered on the CLI parser."""
+"""The long-running and operating commands (receiver, consumer, dev, migrate, status, replay),
+registered on the CLI parser."""
 
 from __future__ import annotations
 
@@ -48,6 +49,40 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     return dev.run(settings, os.environ)
 
 
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import logging
+
+    from consumers.status import collect, render
+
+    ep_logging.configure(settings)
+    # The snapshot reports a broker it cannot reach; aiokafka's own connection errors would repeat it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    snapshot = asyncio.run(collect.collect(settings, group_id=args.group))
+    print(render.to_json(snapshot) if args.json else render.to_text(snapshot))
+    return 0 if snapshot.healthy else 1
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers import replay
+
+    ep_logging.configure(settings)
+    return replay.main(settings, args.start, args.group)
+
+
+REPLAY_HELP = """\
+re-read the raw topic from --from into the sink, under a consumer group of its own, through the
+consumer's own steps; idempotent (the sink's key), it exits once caught up to the high watermarks
+taken at its start and prints what it read, stored and dead-lettered.
+
+--from takes an ISO-8601 time with a timezone (2026-11-23T10:00:00Z; by Kafka record timestamp, the
+moment the receiver wrote it), a duration back from now (2h, 30m, 1d12h), `earliest`, or an offset
+(applied to every partition). Replay does not bypass the window: events are judged against their
+received_at header exactly as the first time, so late/future events are dead-lettered again (the
+dead-letter topic gets them twice), unless EVENTPIPE_WINDOW_HOURS is raised for the replay. Records
+are only there within the topic's retention. Run one replay per group at a time."""
+
+
 def register(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> None:
     p = add("receiver", "the HTTP receiver for the four vendor APIs", _receiver)
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
@@ -61,3 +96,15 @@ def register(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> Non
     p.add_argument("--group", help="consumer group (default EVENTPIPE_CONSUMER_GROUP)")
     add("migrate", "create the sink's events table (idempotent)", _migrate)
     add("dev", "the whole pipeline on this machine: Kafka, topics, receiver, two consumers, SQLite", _dev)
+    p = add("status", "broker, topics, consumer group and lag, sink rows, recent dead letters", _status)
+    p.description = (
+        "Broker, raw and dead-letter topics, the consumer group's members and lag per partition, rows "
+        "in the sink and dead letters of the last hour. Exits 1 when the broker or the sink cannot be "
+        "reached (still printing what it learnt)."
+    )
+    p.add_argument("--group", help="consumer group (default EVENTPIPE_CONSUMER_GROUP)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    p = add("replay", "re-read the raw topic from a time or offset into the sink (idempotent)", _replay)
+    p.description = REPLAY_HELP
+    p.add_argument("--from", dest="start", required=True, metavar="TIME|DURATION|earliest|OFFSET")
+    p.add_argument("--group", help="consumer group of the replay (default EVENTPIPE_CONSUMER_GROUP-replay)")

@@ -11,14 +11,15 @@ from consumers.sinks.sqlite import SqliteSink
 __all__ = ["PostgresSink", "Sink", "SqliteSink", "WriteResult", "open_sink"]
 
 
-def open_sink(url: str) -> Sink:
+def open_sink(url: str, *, create: bool = True) -> Sink:
     """The sink for `sqlite:///path.db` (relative; `sqlite:////abs/path.db` is absolute) or
-    `postgresql://…` / `postgres://…`. Nothing is opened until `start()`."""
+    `postgresql://…` / `postgres://…`. Nothing is opened until first used. With create=False nothing
+    is created either (no file, no table): a reader sees the sink as it is."""
     if url.startswith(SQLITE_PREFIX):
         path = url.removeprefix(SQLITE_PREFIX)
         if not path:
             raise ValueError(f"sink URL {url!r} names no file")
-        return SqliteSink(path)
+        return SqliteSink(path, create=create)
     if url.startswith(POSTGRES_SCHEMES):
-        return PostgresSink(url)
+        return PostgresSink(url, create=create)
     raise ValueError(f"unsupported sink URL {url!r}: use sqlite:///path.db or postgresql://…")

@@ -45,5 +45,6 @@ class Sink(Protocol):
         ...
 
     async def count(self) -> int:
-        """Rows in `events` (for `eventpipe status` and tests)."""
+        """Rows in `events` (for `eventpipe status` and tests). Raises SinkUnavailable when the
+        database, or (for a sink opened with create=False) its table, cannot be read."""
         ...

@@ -84,8 +84,11 @@ class PostgresSink:
         max_size: int = 4,
         command_timeout: float = 60.0,
         connect_timeout: float = 10.0,
+        create: bool = True,
     ) -> None:
         self.dsn = dsn
+        # create=False (for readers such as `eventpipe status`): no DDL; a missing table is an error.
+        self.create = create
         self.created_table = False
         self._min_size = min_size
         self._max_size = max_size
@@ -151,7 +154,8 @@ class PostgresSink:
         async with self._opening:
             if self._pool is None:
                 try:
-                    await self._migrate()
+                    if self.create:
+                        await self._migrate()
                     self._pool = await asyncpg.create_pool(
                         self.dsn,
                         min_size=self._min_size,

@@ -59,9 +59,11 @@ class SqliteSink:
 
     name = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = True) -> None:
         self.path = path.removeprefix(URL_PREFIX)
         self.busy_timeout = busy_timeout
+        # create=False (for readers such as `eventpipe status`): open only an existing file and table.
+        self.create = create
         self.created_table = False
         self._conn: sqlite3.Connection | None = None
         # Taken inside the worker thread, not around the await: a cancelled caller returns at once
@@ -160,18 +162,26 @@ class SqliteSink:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.create:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            target, uri = self.path, False
+        else:
+            if not Path(self.path).exists():
+                raise SinkUnavailable(f"sqlite {self.path}: no such database file")
+            # mode=rw: a file gone by now is an error (SQLITE_CANTOPEN), not a new, empty database.
+            target, uri = Path(self.path).absolute().as_uri() + "?mode=rw", True
         # timeout= is SQLite's busy timeout: how long a write waits for another process's write lock.
         # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's implicit ones.
         conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            target, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False, uri=uri
         )
         try:
             self._use_wal(conn)
             # FULL: the commit is on disk before the consumer commits its Kafka offsets, so a power
             # cut cannot lose rows whose records Kafka no longer redelivers.
             conn.execute("PRAGMA synchronous = FULL")
-            self._ensure_table(conn)
+            if self.create:
+                self._ensure_table(conn)
         except BaseException:
             conn.close()
             raise

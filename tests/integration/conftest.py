@@ -51,14 +51,16 @@ async def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 
 async def query(sink: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Rows from the sink's database, read independently of the sink under test."""
+    """Rows from the sink's database, read independently of the sink under test; a statement that
+    changes rows is committed."""
     if sink.startswith("sqlite:///"):
         import sqlite3
 
         def run() -> list[tuple[Any, ...]]:
             conn = sqlite3.connect(sink.removeprefix("sqlite:///"))
             try:
-                return [tuple(r) for r in conn.execute(sql.replace("$", "?"), args).fetchall()]
+                with conn:
+                    return [tuple(r) for r in conn.execute(sql.replace("$", "?"), args).fetchall()]
             finally:
                 conn.close()
 
