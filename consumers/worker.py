@@ -121,6 +121,7 @@ class Worker:
         self._joined = False
         self._sink_ok = False
         self._paused = False
+        self._abandon_delay = self._retry.initial_seconds
         self._probe_task: asyncio.Task[None] | None = None
         self._last_lag = 0.0
         self.batches_committed = 0
@@ -225,6 +226,7 @@ class Worker:
                     except BatchAbandoned:
                         log.warning("batch_abandoned", records=len(records))
                         self._abandoned()
+                        await self._retry_batch(records)
             await self._refresh_lag()
             if self._bounds is not None and await self._reached_end(self._bounds):
                 self.caught_up = True
@@ -240,6 +242,26 @@ class Worker:
             # batch. A bounded run stops rather than claim it caught up past records it did not store.
             log.error("bounded_run_stopped", reason="a batch could not be completed")
             self.request_stop()
+
+    async def _retry_batch(self, records: Sequence[RawRecord]) -> None:
+        """Fetch an abandoned batch again after a pause. The consumer's position is already past it, so
+        without the rewind the next batch's commit would cover it and its dead letters would never be
+        sent. Within a rebalance or a stop there is nothing to do: the partitions restart from the last
+        commit."""
+        if self._revoking or self._stopping.is_set():
+            return
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        assigned = self._consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+        self._pause()
+        await self._idle(self._abandon_delay)
+        self._resume()
+        self._abandon_delay = min(self._abandon_delay * 2, self._retry.max_seconds)
 
     async def _reached_end(self, bounds: Bounds) -> bool:
         if self._unsettled or self._stopping.is_set():
@@ -297,6 +319,7 @@ class Worker:
             self._resume_at.update(offsets)
         self._recent.remember(fresh)
         self.batches_committed += 1
+        self._abandon_delay = self._retry.initial_seconds
         self._count(decoded.dead, inside, outside, fresh, duplicates, result, unstorable)
 
     async def _write(
