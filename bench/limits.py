@@ -34,7 +34,6 @@ def l_http(
     out: dict[str, dict[str, Any]] = {}
     with procs.noop_server(workers, logdir) as (url, _server):
         for scenario in scenarios:
-            wrk.run(url, scenario, 1, connections=connections)  # warm-up
             res = wrk.run(url, scenario, seconds, connections=connections)
             out[scenario.name] = {**res.as_dict(), "events_per_s": res.rps * scenario.events}
             print(

@@ -50,7 +50,8 @@ def measure(
     with procs.receiver(env, workers, logdir) as (url, proc):
         for i, scenario in enumerate(scenarios):
             # Warm-up: connections, the producer's metadata and the broker's JIT (longer for the first).
-            wrk.run(url, scenario, 3 if i == 0 else 1, connections=connections)
+            if i == 0 or seconds >= 5:
+                wrk.run(url, scenario, 2, connections=connections)
             before = records_in(bootstrap, topic)
             meter = CpuMeter([proc.pid]).start()
             top = wrk.run(url, scenario, seconds, connections=connections)

@@ -42,7 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="length of each load measurement (default 10, quick 2)")
     p.add_argument("--connections", type=int, default=64, help="load client connections")
     p.add_argument(
-        "--events", type=int, help="events pre-filled for the consumer figures (default 600k, quick 150k)"
+        "--events", type=int, help="events pre-filled for the consumer figures (default 600k, quick 100k)"
     )
     p.add_argument("--only", default="limits,receiver,consumers,e2e", help="comma-separated parts to run")
     p.add_argument("--scenarios", help="comma-separated request kinds (default all)")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y-%m-%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
-    total_events = args.events or (150_000 if args.quick else 600_000)
+    total_events = args.events or (100_000 if args.quick else 600_000)
     fractions = [0.5, 0.9] if args.quick else [0.25, 0.5, 0.75, 0.9]
     parts = set(args.only.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
@@ -201,7 +201,7 @@ def _run(
         print("limits", flush=True)
         lim: dict[str, Any] = {}
         lim["L_http"] = limits.l_http(chosen, args.workers, seconds, args.connections, logdir)
-        budget = 150_000_000 if args.quick else 600_000_000
+        budget = 60_000_000 if args.quick else 600_000_000
         named = by_name(all_scenarios)
         lim["L_kafka"] = {
             "batch": limits.l_kafka(

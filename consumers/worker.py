@@ -33,8 +33,8 @@ log = structlog.get_logger("eventpipe.consumer")
 
 SINK_PROBE_SECONDS = 1.0
 LAG_REFRESH_SECONDS = 2.0
-# Records taken from the fetched buffer per getmany call while a batch fills.
-COLLECT_SLICE = 100
+# Records taken from the fetched buffer by a batch's first getmany call.
+COLLECT_SLICE = 10
 
 
 class BatchAbandoned(Exception):
@@ -45,7 +45,7 @@ class BatchAbandoned(Exception):
 @dataclass(frozen=True)
 class BatchPolicy:
     max_records: int = 2000
-    max_wait_ms: int = 250
+    max_wait_ms: int = 100
     # One request may hold 200 events: a count of records alone lets a batch (one transaction, and
     # the memory of its rows) grow a hundredfold. The byte bound keeps it near a fixed event count.
     max_bytes: int = 4 * 1024 * 1024
@@ -211,8 +211,8 @@ class Worker:
 
     async def _collect(self) -> list[RawRecord]:
         """Records up to the batch's count and byte bounds, waiting at most its time bound once data
-        flows. Records are taken from the fetched buffer a slice at a time, so the byte bound is
-        overshot by one slice at most."""
+        flows. Records are taken from the fetched buffer a slice at a time, each slice sized to the
+        byte budget left, so the byte bound is overshot by about one record."""
         records: list[RawRecord] = []
         size = 0
         policy = self._batch
@@ -221,8 +221,12 @@ class Worker:
             remaining_ms = int((deadline - self._clock.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
+            # As many records as the byte budget left holds at the average size so far.
+            slice_ = (
+                COLLECT_SLICE if not records else (policy.max_bytes - size) * len(records) // max(size, 1) + 1
+            )
             fetched = await self._consumer.getmany(
-                timeout_ms=remaining_ms, max_records=min(COLLECT_SLICE, policy.max_records - len(records))
+                timeout_ms=remaining_ms, max_records=min(slice_, policy.max_records - len(records))
             )
             for part in fetched.values():
                 records.extend(part)
