@@ -33,8 +33,6 @@ log = structlog.get_logger("eventpipe.consumer")
 
 SINK_PROBE_SECONDS = 1.0
 LAG_REFRESH_SECONDS = 2.0
-# Records taken from the fetched buffer by a batch's first getmany call.
-COLLECT_SLICE = 10
 
 
 class BatchAbandoned(Exception):
@@ -222,9 +220,7 @@ class Worker:
             if remaining_ms <= 0:
                 break
             # As many records as the byte budget left holds at the average size so far.
-            slice_ = (
-                COLLECT_SLICE if not records else (policy.max_bytes - size) * len(records) // max(size, 1) + 1
-            )
+            slice_ = 1 if not records else (policy.max_bytes - size) * len(records) // max(size, 1) + 1
             fetched = await self._consumer.getmany(
                 timeout_ms=remaining_ms, max_records=min(slice_, policy.max_records - len(records))
             )
