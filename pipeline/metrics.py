@@ -87,7 +87,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        # Consumer: from the receiver's received_at to the row being committed.
+        # Consumer: from the receiver's received_at to the rows being committed, once per request.
         self.end_to_end = Histogram(
             "eventpipe_end_to_end_seconds",
             "received_at to stored",

@@ -55,7 +55,10 @@ class Settings:
     producer_linger_ms: int = _setting(5, "producer batching delay")
     producer_compression: str = _setting("lz4", "none, gzip, snappy, lz4 or zstd")
     batch_max_records: int = _setting(2000, "consumer batch bound: Kafka records")
-    batch_max_wait_ms: int = _setting(250, "consumer batch bound: time")
+    batch_max_bytes: int = _setting(
+        4 * 1024 * 1024, "consumer batch bound: record bytes (bounds events per transaction)"
+    )
+    batch_max_wait_ms: int = _setting(100, "consumer batch bound: time (part of request-to-row latency)")
     dedup_cache_size: int = _setting(500_000, "recently seen event keys kept in memory per consumer")
     sink_retry_max_seconds: float = _setting(30.0, "cap of the backoff while the sink is down")
     rate_limits: dict[str, float] = _setting(

@@ -125,6 +125,8 @@ _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 def sqlite_time(value: datetime) -> str:
     """One fixed, sortable form: `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`."""
+    if value.tzinfo is UTC:  # the decoders' times: two of them per row, so skip the conversion
+        return value.isoformat(timespec="microseconds")
     try:
         return _aware(value).astimezone(UTC).isoformat(timespec="microseconds")
     except OverflowError as exc:
@@ -221,6 +223,8 @@ def postgres_row(event: CanonicalEvent, stored_at: datetime) -> PostgresRow:
 
 
 def _aware(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
     # A naive time would be read as the consumer's local time by one database and as UTC by the other.
     if value.tzinfo is None or value.utcoffset() is None:
         raise UnstorableEvent(f"time without a UTC offset: {value.isoformat()}")

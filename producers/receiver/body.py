@@ -33,11 +33,21 @@ async def read_body(request: web.Request, limit: int, read_seconds: float) -> by
     declared = request.content_length
     if declared is not None and declared > limit and encoding in ("", "identity"):
         raise Rejection(Problem.TOO_LARGE, f"body of {declared} bytes is above the limit of {limit}")
+    reader = request.content
+    try:
+        if reader.is_eof():
+            # The whole body came with the headers (most event requests): take it without a timer.
+            body = reader.read_nowait()
+            if len(body) > limit:
+                raise Rejection(Problem.TOO_LARGE, f"body is above the limit of {limit} bytes")
+            return body
+    except (RequestPayloadError, BadHttpMessage, ValueError) as exc:
+        raise Rejection(Problem.MALFORMED, f"body could not be read: {exc}") from exc
     chunks = []
     size = 0
     try:
         async with asyncio.timeout(read_seconds):
-            async for chunk in request.content.iter_chunked(64 * 1024):
+            async for chunk in reader.iter_chunked(64 * 1024):
                 size += len(chunk)
                 if size > limit:
                     raise Rejection(Problem.TOO_LARGE, f"body is above the limit of {limit} bytes")

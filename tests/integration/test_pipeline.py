@@ -256,3 +256,17 @@ async def test_two_consumers_share_partitions_and_store_once(pipeline: Pipeline)
     await wait_for(lambda: _count_is(pipeline.settings.sink, 60), what="60 rows")
     assert first.batches_committed > 0
     assert second.batches_committed > 0
+
+
+async def test_batches_are_bounded_by_bytes(pipeline: Pipeline) -> None:
+    click = next(c for c in accepted_cases() if c.id == "topsort-spec-click")
+    now = datetime.now(UTC)
+    cases = [personalize(restamp(click, now - timedelta(seconds=i)), f"bytes{i}") for i in range(40)]
+    for case in cases:
+        assert (await pipeline.post(case)).status == 204
+    body_bytes = max(len(case.body) for case in cases)
+    # Started after the records are in: without the byte bound one batch would take all 40.
+    worker = await pipeline.start_consumer(batch_max_bytes=3 * body_bytes)
+    await wait_for(lambda: _count_is(pipeline.settings.sink, 40), what="40 rows")
+    # Three bodies' worth per batch, overshot by one record at most: four or five records each.
+    assert worker.batches_committed >= 40 // 5

@@ -1,0 +1,100 @@
+"""The receiver's figures per request kind: the maximum (closed loop), latency at fractions of it
+(paced load), CPU seconds per million events, records verified durable in Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench import procs, profile, wrk
+from bench.cpu import CpuMeter, per_million
+from bench.payloads import Scenario
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + 10
+        while not parts and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+        offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in parts or ()])
+        return int(sum(offsets.values()))
+    finally:
+        await consumer.stop()
+
+
+def records_in(bootstrap: str, topic: str) -> int:
+    return asyncio.run(_end_offsets(bootstrap, topic))
+
+
+def measure(
+    env: dict[str, str],
+    bootstrap: str,
+    topic: str,
+    scenarios: list[Scenario],
+    workers: int,
+    seconds: float,
+    connections: int,
+    fractions: list[float],
+    logdir: Path,
+    profile_dir: Path | None,
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    with procs.receiver(env, workers, logdir) as (url, proc):
+        for i, scenario in enumerate(scenarios):
+            # Warm-up: connections, the producer's metadata and the broker's JIT (longer for the first).
+            if i == 0 or seconds >= 5:
+                wrk.run(url, scenario, 2, connections=connections)
+            before = records_in(bootstrap, topic)
+            meter = CpuMeter([proc.pid]).start()
+            top = wrk.run(url, scenario, seconds, connections=connections)
+            cpu = meter.stop()
+            durable = records_in(bootstrap, topic) - before
+            events = top.ok * scenario.events
+            size = len(scenario.body())
+            fig: dict[str, Any] = {
+                "max": top.as_dict(),
+                "events_per_s": top.rps * scenario.events,
+                "kafka_bytes_per_s": top.rps * size,
+                "record_bytes": size,
+                "receiver_cpu_s": round(cpu, 2),
+                "receiver_cpu_s_per_m_events": per_million(cpu, events),
+                "records_durable": durable,
+                "durable_ok": durable >= top.ok,
+                "curve": [],
+                "batched": scenario.batched,
+                "events_per_request": scenario.events,
+            }
+            print(
+                f"  receiver {scenario.name}: {top.rps:,.0f} req/s = {fig['events_per_s']:,.0f} ev/s, "
+                f"p99 {top.p99_ms:.1f} ms, {fig['receiver_cpu_s_per_m_events'] or 0:,.1f} CPU-s/M ev, "
+                f"{durable:,} records in Kafka for {top.ok:,} 2xx, client CPU {top.client_cpu_share:.0%}",
+                flush=True,
+            )
+            for fraction in fractions:
+                paced = wrk.run(url, scenario, seconds, connections=connections, rate=top.rps * fraction)
+                fig["curve"].append({"fraction": fraction, **paced.as_dict()})
+                print(
+                    f"    at {fraction:.0%}: {paced.rps:,.0f} req/s, p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms",
+                    flush=True,
+                )
+            fig["curve"].append({"fraction": 1.0, **top.as_dict()})
+            if profile_dir is not None and profile.available():
+                collapsed = profile_dir / f"receiver-{scenario.name}.txt"
+                spy = profile.start(proc.pid, seconds, collapsed)
+                wrk.run(url, scenario, seconds, connections=connections)
+                if spy is not None:
+                    spy.wait()
+                    if collapsed.exists():
+                        (profile_dir / f"receiver-{scenario.name}.top.txt").write_text(
+                            profile.summarise(collapsed)
+                        )
+            out[scenario.name] = fig
+    return out
