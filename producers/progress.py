@@ -1,5 +1,6 @@
-"""Progress of a long-running producer command (loadgen, import): a live bar on a terminal, periodic
-plain lines otherwise (CI logs, files, pipes), each with the command's own status text."""
+"""Progress of a long-running producer command (loadgen, import): on a terminal a live bar with the
+command's status on the line below it; otherwise (CI logs, files, pipes) a plain line every few
+seconds."""
 
 from __future__ import annotations
 
@@ -8,10 +9,22 @@ import time
 from types import TracebackType
 from typing import TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 LINE_INTERVAL_SECONDS = 5.0
+
+
+class _StatusLine:
+    """The status text under the bar, folded rather than cut on a narrow terminal."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def __rich__(self) -> Text:
+        return Text(self.text, overflow="fold")
 
 
 class ProgressDisplay:
@@ -25,7 +38,9 @@ class ProgressDisplay:
         self._console = Console(file=self._file)
         self.live = self._console.is_terminal
         self._progress: Progress | None = None
+        self._display: Live | None = None
         self._task: TaskID | None = None
+        self._status_line = _StatusLine()
         self._last_line = 0.0
         self._completed = 0.0
         self._status = ""
@@ -38,17 +53,20 @@ class ProgressDisplay:
                 BarColumn(),
                 TaskProgressColumn(),
                 TimeElapsedColumn(),
-                TextColumn("{task.fields[status]}"),
                 console=self._console,
             )
-            self._task = self._progress.add_task(self._title, total=self._total, status="")
-            self._progress.start()
+            self._task = self._progress.add_task(self._title, total=self._total)
+            self._display = Live(
+                Group(self._progress, self._status_line), console=self._console, refresh_per_second=4
+            )
+            self._display.start()
         self._last_line = time.monotonic()
 
     def update(self, completed: float, status: str) -> None:
         self._completed, self._status = completed, status
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, completed=completed, status=status)
+            self._progress.update(self._task, completed=completed)
+            self._status_line.text = status
             return
         now = time.monotonic()
         if now - self._last_line >= self._interval:
@@ -56,8 +74,9 @@ class ProgressDisplay:
             self._line()
 
     def stop(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
             self._progress = None
         elif self._printed != self._status:
             self._line()

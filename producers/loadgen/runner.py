@@ -4,7 +4,6 @@ at most `connections` requests on the wire, a bounded backlog behind them, each 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -182,11 +181,10 @@ async def run(
             if tasks:
                 await asyncio.gather(*tasks)
     finally:
-        for task in tasks:
+        # Only on an error or Ctrl-C are requests left: they are abandoned, not counted.
+        for task in (*tasks, reporter):
             task.cancel()
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        await asyncio.gather(*tasks, reporter, return_exceptions=True)
     elapsed = time.monotonic() - started
     if on_progress is not None:
         on_progress(tally, status_text(tally, options.total, sum(tally.requests.values()) / elapsed))

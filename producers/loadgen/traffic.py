@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from random import Random
 
 from producers.loadgen.vendors import all_vendors
-from producers.loadgen.vendors.base import Draft, VendorTraffic, Visit
+from producers.loadgen.vendors.base import Draft, VendorTraffic, Visit, broken
 
 SOURCES = ("topsort", "retailrocket", "dfinery", "impression")
 # Recent valid events per source that duplicates are drawn from (retries resend recent events).
@@ -202,7 +202,7 @@ class TrafficPlan:
             for i in range(size)
         ]
         broken_at = rng.randrange(size)
-        drafts[broken_at] = vendor.broken(rng, drafts[broken_at])
+        drafts[broken_at] = broken(vendor, rng, drafts[broken_at])
         body = vendor.request(drafts, batched)
         if rng.random() < 0.2:
             # Some clients send what is not JSON at all: a body cut short.

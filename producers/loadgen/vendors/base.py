@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate
@@ -82,6 +82,13 @@ class Body:
     body: bytes
 
 
+def broken(vendor: VendorTraffic, rng: Random, draft: Draft) -> Draft:
+    """The event with one of its vendor's breakers applied; it has no identity any more."""
+    event = document(draft.raw)
+    rng.choice(vendor.breakers(event, draft.group))()
+    return Draft(draft.source, draft.event_type, draft.group, encode(event), "")
+
+
 class VendorTraffic(Protocol):
     source: str
     # Events one request may carry (1 where the vendor takes no arrays).
@@ -94,8 +101,9 @@ class VendorTraffic(Protocol):
         """A valid event that occurred at `when`; `index` is its place in the request."""
         ...
 
-    def broken(self, rng: Random, draft: Draft) -> Draft:
-        """The same event made schema-invalid, so that the receiver answers 400."""
+    def breakers(self, event: dict[str, Any], group: str) -> list[Callable[[], object]]:
+        """Ways to make this decoded event schema-invalid (each edits it in place) so that the
+        receiver answers 400."""
         ...
 
     def request(self, drafts: Sequence[Draft], batched: bool) -> Body:

@@ -13,7 +13,6 @@ from producers.loadgen.vendors.base import (
     Draft,
     Visit,
     Weighted,
-    document,
     encode,
     epoch_ms,
     random_uuid,
@@ -44,17 +43,6 @@ def _item(rng: Random) -> dict[str, Any]:
     }
 
 
-def _break(rng: Random, request: dict[str, Any]) -> None:
-    event, user = request["event_attributes"], request["user_attributes"]
-    choices: list[Callable[[], None]] = [
-        lambda: event.update(event_id="not-a-uuid"),
-        lambda: event.update(event_datetime="2024-01-01 10:00:00"),
-        lambda: user.pop("user_id"),
-        lambda: event.update(campaign={"id": 7}),
-    ]
-    rng.choice(choices)()
-
-
 class DfineryTraffic:
     source = SOURCE
     max_batch = 1
@@ -82,10 +70,14 @@ class DfineryTraffic:
         raw = encode({"event_attributes": event, "user_attributes": user})
         return Draft(SOURCE, name, "events", raw, event["event_id"])
 
-    def broken(self, rng: Random, draft: Draft) -> Draft:
-        request = document(draft.raw)
-        _break(rng, request)
-        return Draft(SOURCE, draft.event_type, draft.group, encode(request), "")
+    def breakers(self, event: dict[str, Any], group: str) -> list[Callable[[], object]]:
+        attributes, user = event["event_attributes"], event["user_attributes"]
+        return [
+            lambda: attributes.update(event_id="not-a-uuid"),
+            lambda: attributes.update(event_datetime="2024-01-01 10:00:00"),
+            lambda: user.pop("user_id"),
+            lambda: attributes.update(campaign={"id": 7}),  # a custom property must be a scalar
+        ]
 
     def request(self, drafts: Sequence[Draft], batched: bool) -> Body:
         (draft,) = drafts

@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.canonical import derive_event_id
 from pipeline.formats.impression import EVENT_TYPES, ORDER_KEYS, ROUTE
-from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, document, encode, random_uuid
+from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, random_uuid
 
 SOURCE = "impression"
 OMIT_TIME_SHARE = 0.2
@@ -27,16 +27,6 @@ KEYS = Weighted(
     ]
 )
 SECTIONS = ("main", "detail", "cart", "search")
-
-
-def _break(rng: Random, event: dict[str, Any]) -> None:
-    choices: list[Callable[[], None]] = [
-        lambda: event.update(event_key="purchase"),
-        lambda: event.pop("target_id"),
-        lambda: event.update(server_time=-5),
-        lambda: event.update(item_count=-1),
-    ]
-    rng.choice(choices)()
 
 
 class ImpressionTraffic:
@@ -68,10 +58,14 @@ class ImpressionTraffic:
         event_id = event.get("event_id") or derive_event_id(SOURCE, self._tenant, ROUTE, raw)
         return Draft(SOURCE, EVENT_TYPES[key], "events", raw, event_id)
 
-    def broken(self, rng: Random, draft: Draft) -> Draft:
-        event = document(draft.raw)
-        _break(rng, event)
-        return Draft(SOURCE, draft.event_type, draft.group, encode(event), "")
+    def breakers(self, event: dict[str, Any], group: str) -> list[Callable[[], object]]:
+        choices: list[Callable[[], object]] = [
+            lambda: event.update(event_key="purchase"),
+            lambda: event.pop("target_id"),
+            lambda: event.update(server_time=-5),
+            lambda: event.update(item_count=-1),
+        ]
+        return choices
 
     def request(self, drafts: Sequence[Draft], batched: bool) -> Body:
         return Body("/upload/impression", ROUTE, b'{"events":[' + b",".join(d.raw for d in drafts) + b"]}")

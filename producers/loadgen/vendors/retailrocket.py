@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.canonical import derive_event_id
 from pipeline.formats.retailrocket import BATCH, METHODS
-from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, document, encode, iso
+from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, iso
 
 SOURCE = "retailrocket"
 OMIT_TIME_SHARE = 0.1
@@ -79,17 +79,6 @@ def _fields(rng: Random, method: str, visit: Visit) -> dict[str, Any]:
             return {}
 
 
-def _break(rng: Random, event: dict[str, Any]) -> None:
-    choices: list[Callable[[], None]] = [
-        lambda: event.pop("sessionExternalId"),
-        lambda: event.update(sessionExternalId="s" * 51),
-        lambda: event.update(timestamp="not a time"),
-    ]
-    if "productId" in event:
-        choices.append(lambda: event.update(productId="abc"))
-    rng.choice(choices)()
-
-
 class RetailRocketTraffic:
     source = SOURCE
     max_batch = 1000
@@ -112,10 +101,15 @@ class RetailRocketTraffic:
         event_id = derive_event_id(SOURCE, self._tenant, method, raw)
         return Draft(SOURCE, METHODS[method][1], method, raw, event_id)
 
-    def broken(self, rng: Random, draft: Draft) -> Draft:
-        event = document(draft.raw)
-        _break(rng, event)
-        return Draft(SOURCE, draft.event_type, draft.group, encode(event), "")
+    def breakers(self, event: dict[str, Any], group: str) -> list[Callable[[], object]]:
+        choices: list[Callable[[], object]] = [
+            lambda: event.pop("sessionExternalId"),
+            lambda: event.update(sessionExternalId="s" * 51),
+            lambda: event.update(timestamp="not a time"),
+        ]
+        if "productId" in event:
+            choices.append(lambda: event.update(productId="abc"))
+        return choices
 
     def request(self, drafts: Sequence[Draft], batched: bool) -> Body:
         if not batched and len(drafts) == 1:

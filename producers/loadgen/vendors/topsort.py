@@ -8,7 +8,7 @@ from datetime import datetime
 from random import Random
 from typing import Any
 
-from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, document, encode, iso, random_uuid
+from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, iso, random_uuid
 
 SOURCE = "topsort"
 MAX_PER_ARRAY = 50
@@ -84,22 +84,6 @@ _FILL: dict[str, Callable[[Random, dict[str, Any]], None]] = {
 }
 
 
-def _break(rng: Random, event: dict[str, Any], array: str) -> None:
-    choices: list[Callable[[], None]] = [
-        lambda: event.pop("opaqueUserId"),
-        lambda: event.update(occurredAt="yesterday"),
-        lambda: event.update(id=""),
-    ]
-    if array in ("impressions", "clicks"):
-        choices.append(lambda: event["entity"].update(type="category"))
-        choices.append(lambda: event["placement"].update(position=0))
-    elif array == "purchases":
-        choices.append(lambda: event["items"][0].update(unitPrice=0))
-    else:
-        choices.append(lambda: event["page"].update(type="landing"))
-    rng.choice(choices)()
-
-
 class TopsortTraffic:
     source = SOURCE
     max_batch = MAX_PER_ARRAY
@@ -115,10 +99,20 @@ class TopsortTraffic:
         _FILL[array](rng, event)
         return Draft(SOURCE, event_type, array, encode(event), event["id"])
 
-    def broken(self, rng: Random, draft: Draft) -> Draft:
-        event = document(draft.raw)
-        _break(rng, event, draft.group)
-        return Draft(SOURCE, draft.event_type, draft.group, encode(event), "")
+    def breakers(self, event: dict[str, Any], group: str) -> list[Callable[[], object]]:
+        choices: list[Callable[[], object]] = [
+            lambda: event.pop("opaqueUserId"),
+            lambda: event.update(occurredAt="yesterday"),
+            lambda: event.update(id=""),
+        ]
+        if group in ("impressions", "clicks"):
+            choices.append(lambda: event["entity"].update(type="category"))
+            choices.append(lambda: event["placement"].update(position=0))
+        elif group == "purchases":
+            choices.append(lambda: event["items"][0].update(unitPrice=0))
+        else:
+            choices.append(lambda: event["page"].update(type="landing"))
+        return choices
 
     def request(self, drafts: Sequence[Draft], batched: bool) -> Body:
         arrays: dict[str, list[bytes]] = {}
