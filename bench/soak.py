@@ -268,6 +268,18 @@ def report(soak: Soak, rate: float, cpu: dict[str, float], drained_after: float 
     return verdict
 
 
+def dedup_note(summary: dict[str, Any], consumers: int) -> None:
+    """A consumer keeps up to dedup_cache_size recent event keys in memory: until that many events have
+    passed through it, its memory grows by design, and a run that short cannot tell growth from a leak."""
+    capacity = int(os.environ.get("EVENTPIPE_DEDUP_CACHE_SIZE", Settings().dedup_cache_size))
+    per_consumer = summary["expected"]["rows_added"] / consumers
+    state = "still filling" if per_consumer < capacity else "full"
+    print(
+        f"\nDedup cache: each consumer remembers up to {capacity} keys (EVENTPIPE_DEDUP_CACHE_SIZE); about "
+        f"{per_consumer:.0f} new events went through each consumer, so the cache was {state} at the end."
+    )
+
+
 def check_prediction(summary: dict[str, Any], counts: dict[str, dict[str, int]], sink: str) -> None:
     import sqlite3
 
@@ -393,9 +405,9 @@ def main() -> int:
         print(log[log.find("eventpipe loadgen:") :])
         verdict = report(soak, args.rate, soak.cpu, drained_after)
         if summary_path.exists():
-            check_prediction(
-                json.loads(summary_path.read_text()), consumer_counts(consumer_ports), settings.sink
-            )
+            summary = json.loads(summary_path.read_text())
+            dedup_note(summary, len(consumer_ports))
+            check_prediction(summary, consumer_counts(consumer_ports), settings.sink)
         (workdir / "samples.json").write_text(json.dumps([s.__dict__ for s in soak.samples]))
         return 0 if verdict else 1
     finally:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import random
 import sys
+import time
 import tomllib
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from pipeline.settings import Settings
 from pipeline.tenants import mint_jwt
 from producers.loadgen import summary as summary_mod
 from producers.loadgen.runner import Credentials, Ledger, LoadOptions, run
+from producers.loadgen.tally import Tally
 from producers.loadgen.traffic import Shares, TrafficConfig, TrafficPlan
 from producers.progress import ProgressDisplay
 
@@ -99,7 +101,8 @@ def _write_json(path: str, summary: dict[str, Any]) -> None:
 def main(
     args: argparse.Namespace, settings: Settings, environ: Mapping[str, str], out: TextIO | None = None
 ) -> int:
-    out = out or sys.stdout
+    # With the JSON on stdout, the progress and the text summary go to stderr.
+    out = out or (sys.stderr if args.json == "-" else sys.stdout)
     ttl = int(args.duration) + 3600
     tenant, creds = credentials(args, environ, ttl)
     config = _config(args, settings, tenant)
@@ -113,15 +116,24 @@ def main(
     )
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     display = ProgressDisplay("loadgen", options.total, file=out)
+    tally = Tally()
+    began = time.monotonic()
+    interrupted = False
     with _open_ledger(args.ledger) as ledger, display:
-        tally, elapsed = uvloop.run(
-            run(
-                options,
-                plan,
-                ledger=ledger,
-                on_progress=lambda t, s: display.update(sum(t.requests.values()), s),
+        try:
+            uvloop.run(
+                run(
+                    options,
+                    plan,
+                    tally=tally,
+                    ledger=ledger,
+                    on_progress=lambda t, s: display.update(sum(t.requests.values()), s),
+                )
             )
-        )
+        except KeyboardInterrupt:
+            # Ctrl-C: requests still on the wire are abandoned; the summary covers what was answered.
+            interrupted = True
+    elapsed = time.monotonic() - began
     info = summary_mod.RunInfo(
         url=url,
         tenant=tenant,
@@ -144,4 +156,7 @@ def main(
     print(summary_mod.render(summary), file=out)
     if args.json:
         _write_json(args.json, summary)
+    if interrupted:
+        print("interrupted: the figures cover the requests answered before Ctrl-C", file=out)
+        return 130
     return 0 if tally.not_as_planned == 0 and tally.skipped == 0 else 1

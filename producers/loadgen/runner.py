@@ -4,7 +4,6 @@ at most `connections` requests on the wire, a bounded backlog behind them, each 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -105,11 +104,12 @@ async def run(
     options: LoadOptions,
     plan: TrafficPlan,
     *,
+    tally: Tally,
     ledger: Ledger | None = None,
     on_progress: Callable[[Tally, str], None] | None = None,
-) -> tuple[Tally, float]:
-    """Send the plan's requests for the duration; returns the tally and the seconds it took."""
-    tally = Tally()
+) -> None:
+    """Send the plan's requests for the duration, counting each reply in `tally` (the caller's, so
+    that what was counted survives an interruption)."""
     auth = _Auth(options.credentials)
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(options.connections)
@@ -160,7 +160,7 @@ async def run(
             if on_progress is not None:
                 on_progress(tally, status_text(tally, options.total, rate))
 
-    started = time.monotonic()
+    started = loop.time()
     tasks: set[asyncio.Task[None]] = set()
     reporter = asyncio.create_task(report())
     try:
@@ -185,7 +185,6 @@ async def run(
         for task in (*tasks, reporter):
             task.cancel()
         await asyncio.gather(*tasks, reporter, return_exceptions=True)
-    elapsed = time.monotonic() - started
     if on_progress is not None:
-        on_progress(tally, status_text(tally, options.total, sum(tally.requests.values()) / elapsed))
-    return tally, elapsed
+        average = sum(tally.requests.values()) / max(loop.time() - started, 1e-9)
+        on_progress(tally, status_text(tally, options.total, average))
