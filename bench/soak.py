@@ -11,6 +11,11 @@ median of the middle third (the first third is warm-up: JIT, caches, heap growth
 Flat lag: the last third's largest lag is at most max(1.5 × the middle third's, 5 s of traffic),
 and the lag is back to 0 within DRAIN_SECONDS of the load ending.
 
+Each consumer keeps up to EVENTPIPE_DEDUP_CACHE_SIZE recent event keys in memory (500,000 by default,
+about 250 bytes each): its memory grows until that many new events have passed through it, which at
+300 req/s of mixed traffic takes longer than 10 minutes. The soak says whether the cache was still
+filling; `EVENTPIPE_DEDUP_CACHE_SIZE=50000 bench/soak.py ...` shows the plateau within a short run.
+
     .venv/bin/python bench/soak.py --minutes 10 --rate 300
 """
 
