@@ -1,5 +1,5 @@
-"""The long-running and operating commands (receiver, consumer, dev, migrate, status, replay),
-registered on the CLI parser."""
+"""The long-running and operating commands (receiver, consumer, dev, migrate, status, replay, loadgen,
+import), registered on the CLI parser."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pipeline import logging as ep_logging
 from pipeline import tenants as tenants_mod
 from pipeline.settings import Settings
+from producers.loadgen.options import add_arguments as loadgen_arguments
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -83,6 +84,19 @@ dead-letter topic gets them twice), unless EVENTPIPE_WINDOW_HOURS is raised for 
 are only there within the topic's retention. Run one replay per group at a time."""
 
 
+def _loadgen(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.loadgen.command import main
+
+    return main(args, settings, os.environ)
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.importer import main
+
+    ep_logging.configure(settings)
+    return main(args, settings, os.environ)
+
+
 def register(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> None:
     p = add("receiver", "the HTTP receiver for the four vendor APIs", _receiver)
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
@@ -108,3 +122,21 @@ def register(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> Non
     p.description = REPLAY_HELP
     p.add_argument("--from", dest="start", required=True, metavar="TIME|DURATION|earliest|OFFSET")
     p.add_argument("--group", help="consumer group of the replay (default EVENTPIPE_CONSUMER_GROUP-replay)")
+
+
+    loadgen_arguments(
+        add("loadgen", "realistic mixed vendor traffic against a receiver, with a summary", _loadgen)
+    )
+    p = add("import", "send a file of vendor request bodies (one JSON per line) onto Kafka", _import)
+    p.add_argument("file", help="one request body per line; blank lines are skipped")
+    p.add_argument("--source", required=True, choices=["topsort", "retailrocket", "dfinery", "impression"])
+    p.add_argument("--tenant", required=True, help="a tenant of the tenants file (EVENTPIPE_TENANTS)")
+    p.add_argument("--route", help="the vendor route, e.g. visitorEvents or view for retailrocket")
+    p.add_argument("--rejects", metavar="FILE", help="write refused lines here (JSON lines)")
+    p.add_argument("--from-line", type=int, default=1, help="start at this line (to resume an import)")
+    p.add_argument(
+        "--kafka-wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait for Kafka to take a record (default 30)",
+    )

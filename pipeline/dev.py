@@ -32,14 +32,22 @@ class DemoKeys:
 
 
 def demo_keys(state_dir: Path) -> DemoKeys:
-    """Keys kept between runs, so pasted curl lines keep working."""
+    """Keys kept between runs, so pasted curl lines keep working. The file is also what `eventpipe
+    loadgen --credentials` reads, hence the tenant and partner id beside the keys."""
     path = state_dir / "demo-keys.json"
     if path.exists():
         data = json.loads(path.read_text())
-        return DemoKeys(data["api_key"], data["jwt_secret"])
-    keys = DemoKeys("ep_demo_" + secrets.token_hex(12), secrets.token_hex(32))
+        keys = DemoKeys(data["api_key"], data["jwt_secret"])
+    else:
+        keys = DemoKeys("ep_demo_" + secrets.token_hex(12), secrets.token_hex(32))
     state_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"api_key": keys.api_key, "jwt_secret": keys.jwt_secret}))
+    document = {
+        "tenant": DEMO_TENANT,
+        "api_key": keys.api_key,
+        "partner_id": DEMO_PARTNER_ID,
+        "jwt_secret": keys.jwt_secret,
+    }
+    path.write_text(json.dumps(document))
     path.chmod(0o600)
     return keys
 
@@ -99,7 +107,7 @@ def curl_lines(base: str, keys: DemoKeys, now: datetime) -> list[str]:
     ]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
     import urllib.request
 
     deadline = time.monotonic() + seconds
@@ -172,11 +180,11 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
             spawn(f"consumer-{i + 1}", ["consumer"], {"EVENTPIPE_METRICS_PORT": str(port)})
             for i, port in enumerate(consumer_ports)
         ]
-        if not _wait_ready(f"{base}/readyz", receiver, 60):
+        if not wait_ready(f"{base}/readyz", receiver, 60):
             print(f"receiver did not become ready; see {logs / 'receiver.log'}", file=sys.stderr)
             return 1
         for proc, port in zip(consumers, consumer_ports, strict=True):
-            if not _wait_ready(f"http://127.0.0.1:{port}/readyz", proc, 60):
+            if not wait_ready(f"http://127.0.0.1:{port}/readyz", proc, 60):
                 print(f"a consumer did not become ready; see {logs}", file=sys.stderr)
                 return 1
         sink = settings.sink
@@ -190,6 +198,8 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         if sink.startswith("sqlite:///"):
             query = "select source, event_type, event_id from events"
             print(f"Then: sqlite3 {db} '{query}'\n")
+        keys_file = state_dir / "demo-keys.json"
+        print(f"Mixed traffic for 30 s: eventpipe loadgen --url {base} --credentials {keys_file}\n")
         print("Ctrl-C stops everything.")
         while all(proc.poll() is None for _, proc in procs):
             time.sleep(0.5)
