@@ -123,7 +123,6 @@ def register(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> Non
     p.add_argument("--from", dest="start", required=True, metavar="TIME|DURATION|earliest|OFFSET")
     p.add_argument("--group", help="consumer group of the replay (default EVENTPIPE_CONSUMER_GROUP-replay)")
 
-
     loadgen_arguments(
         add("loadgen", "realistic mixed vendor traffic against a receiver, with a summary", _loadgen)
     )
