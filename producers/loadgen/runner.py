@@ -96,7 +96,7 @@ def status_text(tally: Tally, total: int, rate: float) -> str:
     counts = " · ".join(f"{k} {v}" for k, v in classes.items())
     return (
         f"{answered}/{total} · {rate:.0f} req/s · {counts} · no reply {tally.no_reply} · "
-        f"not as planned {tally.not_as_planned}"
+        f"not as planned {tally.not_as_planned} · rate limited {tally.rate_limited}"
     )
 
 

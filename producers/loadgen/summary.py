@@ -61,6 +61,7 @@ def build(tally: Tally, run: RunInfo) -> dict[str, Any]:
             },
             "as_planned": tally.as_planned,
             "not_as_planned": tally.not_as_planned,
+            "rate_limited": tally.rate_limited,
             "no_reply": tally.no_reply,
             "samples": [asdict(s) for s in tally.samples],
         },
@@ -121,7 +122,15 @@ def render(summary: dict[str, Any]) -> str:
             for st in statuses
         ],
     )
-    lines.append(f"  as planned {replies['as_planned']}, not as planned {replies['not_as_planned']}")
+    lines.append(
+        f"  as planned {replies['as_planned']}, not as planned {replies['not_as_planned']}, "
+        f"rate limited {replies['rate_limited']}"
+    )
+    if replies["rate_limited"]:
+        lines.append(
+            "    429s are the tenant's rate limit (Retail Rocket 50 requests/s per site by default; "
+            "EVENTPIPE_RATE_LIMITS or the tenants file raise it): their events were not accepted"
+        )
     for sample in replies["samples"]:
         lines.append(f"    e.g. {sample['source']} {sample['path']} -> {sample['status']} {sample['body']!r}")
     consumer = expected["eventpipe_consumer_events_total"]

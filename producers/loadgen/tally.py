@@ -70,6 +70,7 @@ class Tally:
     expected: dict[str, Counter[str]] = field(default_factory=dict)  # source -> outcome -> events
     as_planned: int = 0
     not_as_planned: int = 0
+    rate_limited: int = 0  # 429: the tenant's limit (EVENTPIPE_RATE_LIMITS), not a wrong answer
     no_reply: int = 0
     uncertain_events: int = 0  # sent without a reply: they may or may not be in Kafka
     skipped: int = 0  # ticks not sent because every connection and the backlog were busy
@@ -101,7 +102,9 @@ class Tally:
         self.delay.add(delay)
         accepted = status is not None and 200 <= status < 300
         planned = accepted if request.expect_accepted else status == 400
-        if planned:
+        if status == 429:
+            self.rate_limited += 1
+        elif planned:
             self.as_planned += 1
         else:
             self.not_as_planned += 1

@@ -63,6 +63,18 @@ def test_an_invalid_body_accepted_is_not_as_planned_and_kept_as_a_sample() -> No
     assert tally.samples[0].status == "204"
 
 
+def test_rate_limited_requests_are_counted_apart_and_predict_nothing() -> None:
+    origin = Origin()
+    tally = Tally()
+    tally.record(request(event(Kind.VALID, origin)), 429, body=b'{"result_code":4006}')
+    tally.record(request(event(Kind.DUPLICATE, origin)), 204)
+    assert tally.rate_limited == 1
+    assert tally.not_as_planned == 0
+    assert tally.as_planned == 1
+    # the copy that got through is the one stored
+    assert tally.expected["topsort"] == {"stored": 1}
+
+
 def test_histogram_quantiles_are_within_two_percent() -> None:
     histogram = Histogram()
     for ms in range(1, 1001):
