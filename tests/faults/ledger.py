@@ -31,7 +31,7 @@ class Outcome(StrEnum):
     AMBIGUOUS = "ambiguous"  # sent, then the connection broke or the client timed out: may be stored
 
 
-@dataclass
+@dataclass(eq=False)
 class Window:
     """The time a fault is in effect. Opened just before the fault is injected: the requests in flight
     then, or sent before the fault is known to be in effect, are `caught` by it; the replies to
@@ -77,7 +77,7 @@ class Ledger:
         window = self.window
         if window is None:
             return
-        if sent == (window, True):
+        if sent[0] is window and sent[1]:
             window.replies[status] += 1
         elif event_id in window.caught:
             window.caught_replies[status] += 1
