@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.services import free_port
 from pipeline import dev, kafka_local, topics
 from pipeline.settings import Settings
 
@@ -54,23 +54,6 @@ DRAIN_SECONDS = 120.0
 # Memory at "start" is read once every process is up and has served traffic for a while.
 WARM_SECONDS = 15.0
 MIB = 1024 * 1024
-
-
-def free_port(pair: bool = False) -> int:
-    """A free loopback port (and the next one too when `pair`, for the broker's controller)."""
-    for _ in range(100):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-        if not pair:
-            return port
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
 
 
 @dataclass

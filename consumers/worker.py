@@ -124,7 +124,10 @@ class Worker:
         self._stopping = asyncio.Event()
         self._revoking = False
         self._joined = False
-        self._sink_ok = False
+        self._sink_reachable = False  # the probe's last answer
+        # The last write failed (SinkUnavailable) and none has succeeded since. Only a write clears
+        # it: the probe's read still answers on a full or read-only disk, where every write fails.
+        self._write_failing = False
         self._paused = False
         self._abandon_delay = self._retry.initial_seconds
         self._probe_task: asyncio.Task[None] | None = None
@@ -157,7 +160,7 @@ class Worker:
         while True:
             try:
                 await self._sink.start()
-                self._sink_ok = True
+                self._sink_reachable = True
                 return
             except SinkUnavailable as exc:
                 log.warning("sink_unavailable_at_start", error=str(exc), retry_in=delay)
@@ -182,15 +185,16 @@ class Worker:
         log.info("consumer_stopped", batches=self.batches_committed)
 
     def readiness(self) -> Readiness:
-        ready = self._joined and self._sink_ok and not self._stopping.is_set()
-        return Readiness(ready, {"group_joined": self._joined, "sink": self._sink_ok})
+        sink_ok = self._sink_reachable and not self._write_failing
+        ready = self._joined and sink_ok and not self._stopping.is_set()
+        return Readiness(ready, {"group_joined": self._joined, "sink": sink_ok})
 
     async def _probe_sink(self) -> None:
         while True:
             ok = await self._sink.ping()
-            if ok != self._sink_ok:
+            if ok != self._sink_reachable:
                 log.warning("sink_health_changed", healthy=ok)
-            self._sink_ok = ok
+            self._sink_reachable = ok
             self._metrics.ready.labels("consumer").set(1 if self.readiness().ready else 0)
             await asyncio.sleep(SINK_PROBE_SECONDS)
 
@@ -349,11 +353,11 @@ class Worker:
                 except UnstorableEvent:
                     result, unstorable = await self._write_one_by_one(events)
                 self._metrics.sink_latency.labels(self._sink.name).observe(time.perf_counter() - began)
-                self._sink_ok = True
+                self._write_failing = False
                 self._resume()
                 return result, unstorable
             except SinkUnavailable as exc:
-                self._sink_ok = False
+                self._write_failing = True
                 self._metrics.sink_errors.labels(self._sink.name).inc()
                 log.warning("sink_unavailable", error=str(exc), retry_in=delay, events=len(events))
                 if self._revoking or self._stopping.is_set():

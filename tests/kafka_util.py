@@ -70,3 +70,53 @@ async def record_count(bootstrap: str, topic: str) -> int:
         return sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def group_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
+    """Per partition of the raw topic: the offset the settings' consumer group has committed (0 when
+    none) and the end offset."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.raw_topic, p) for p in range(settings.raw_partitions)]
+        ends = await consumer.end_offsets(tps)
+        committed = {tp.partition: await consumer.committed(tp) or 0 for tp in tps}
+        return committed, {tp.partition: ends[tp] for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(settings: Settings) -> int:
+    """Records of the raw topic not committed yet: 0 means every record was stored (or dead-lettered)
+    and its offset committed."""
+    committed, ends = await group_offsets(settings)
+    return sum(ends[p] - committed[p] for p in ends)
+
+
+async def read_below(
+    bootstrap: str, topic: str, offsets: dict[int, int], deadline_s: float = 30.0
+) -> list[Any]:
+    """The records of each partition below the given offset (e.g. everything a group has committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p, offset in offsets.items() if offset > 0]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        end = time.monotonic() + deadline_s
+        pending = set(tps)
+        while pending:
+            assert time.monotonic() < end, f"records below {offsets} not read within {deadline_s}s"
+            for tp, part in (await consumer.getmany(*pending, timeout_ms=500)).items():
+                records.extend(r for r in part if r.offset < offsets[tp.partition])
+                if await consumer.position(tp) >= offsets[tp.partition]:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+        return records
+    finally:
+        await consumer.stop()
