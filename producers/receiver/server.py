@@ -24,6 +24,7 @@ from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 from pipeline.tenants import TenantDirectory
 from producers.receiver.app import create_app
+from producers.receiver.body import SERVER_OPTIONS
 from producers.receiver.metrics_view import MetricsView
 
 log = structlog.get_logger("eventpipe.receiver")
@@ -57,7 +58,16 @@ async def serve(
     metrics = Metrics(CollectorRegistry())
     view = MetricsView(metrics.registry, multiprocess_dir)
     app = create_app(settings, tenants, metrics, metrics_view=view)
-    runner = web.AppRunner(app, shutdown_timeout=settings.drain_seconds, access_log=None)
+    # keepalive_timeout also bounds a connection that never completes its headers (a slow-loris client):
+    # aiohttp arms it when the connection opens. Above a load balancer's usual 60 s idle timeout, so the
+    # balancer, not the receiver, closes an idle pooled connection first.
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.drain_seconds,
+        access_log=None,
+        keepalive_timeout=settings.http_idle_timeout_seconds,
+        **SERVER_OPTIONS,
+    )
     await runner.setup()
     site = web.TCPSite(
         runner,

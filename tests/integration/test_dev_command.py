@@ -14,21 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.receiver_process import free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _free_port_run(n: int) -> int:
     """A port p with p+1..p+n free too (the consumers' metrics ports)."""
     for _ in range(100):
-        base = _free_port()
+        base = free_port()
         ok = True
         for i in range(1, n + 1):
             with socket.socket() as s:
@@ -49,7 +44,7 @@ def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str
         "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "EVENTPIPE_DATA_DIR": str(tmp_path),
         "EVENTPIPE_SINK": f"sqlite:///{tmp_path / 'events.db'}",
-        "EVENTPIPE_HTTP_PORT": str(_free_port()),
+        "EVENTPIPE_HTTP_PORT": str(free_port()),
         "EVENTPIPE_METRICS_PORT": str(_free_port_run(2)),
         "EVENTPIPE_RAW_TOPIC": f"dev-{tag}.raw",
         "EVENTPIPE_DLQ_TOPIC": f"dev-{tag}.dlq",

@@ -3,20 +3,13 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.corpus import load_cases
 from tests.kafka_util import unique_settings
+from tests.receiver_process import free_port
 
 pytestmark = pytest.mark.network
-
-
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 ACCEPTED = [c for c in load_cases() if 200 <= c.status < 300]
@@ -24,7 +17,7 @@ ACCEPTED = [c for c in load_cases() if 200 <= c.status < 300]
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in ACCEPTED])
 async def test_503_when_kafka_is_down(case, receiver_factory) -> None:  # type: ignore[no-untyped-def]
-    settings = unique_settings(f"127.0.0.1:{_dead_port()}", produce_timeout_seconds=0.5)
+    settings = unique_settings(f"127.0.0.1:{free_port()}", produce_timeout_seconds=0.5)
     client = await receiver_factory(settings, wait_ready=False)
     resp = await client.request(
         case.method, case.path, params=case.query, headers=case.headers, data=case.body
