@@ -54,3 +54,17 @@ async def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float 
         return records
     finally:
         await consumer.stop()
+
+
+async def committed_total(settings: Settings) -> int:
+    """Offsets settings' consumer group has committed on its raw topic, summed over the partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group)
+    await consumer.start()
+    try:
+        total = 0
+        for p in range(settings.raw_partitions):
+            committed = await consumer.committed(TopicPartition(settings.raw_topic, p))
+            total += committed or 0
+        return total
+    finally:
+        await consumer.stop()

@@ -52,7 +52,8 @@ def _number(text: str) -> None:
 
 
 def check(body: bytes) -> None:
-    """Raises Rejection(INVALID) naming the path of the first duplicate key or out-of-range number.
+    """Raises Rejection(INVALID) naming the path of a duplicate key or out-of-range number (an object is
+    looked at before what it holds, siblings in document order).
     Only for bodies the schema decode has accepted (valid UTF-8 JSON without NaN or Infinity)."""
     try:
         json.loads(body, object_pairs_hook=_unique_pairs, parse_int=_number, parse_float=_number)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.receiver_process import free_port
+from tests.processes import free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka

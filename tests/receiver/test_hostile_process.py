@@ -13,7 +13,6 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,7 +21,7 @@ import pytest
 from tests.corpus import Case, load_cases
 from tests.kafka_util import unique_settings
 from tests.mutations import Pairs, Raw, serialize
-from tests.receiver_process import ReceiverProcess, running_receiver
+from tests.processes import EventpipeProcess, running_receiver
 from tests.vendor_replies import assert_vendor_reply
 from tests.waiting import wait_until
 
@@ -79,7 +78,7 @@ HOSTILE_BODIES = {
 
 @dataclass
 class Hostile:
-    receiver: ReceiverProcess
+    receiver: EventpipeProcess
     session: aiohttp.ClientSession
 
     async def post(self, case: Case, body: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -95,7 +94,7 @@ class Hostile:
 
 
 @pytest.fixture(scope="module")
-def receiver(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReceiverProcess]:
+def receiver(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventpipeProcess]:
     settings = unique_settings(
         kafka_bootstrap,
         max_body_bytes=LIMIT,
@@ -107,7 +106,7 @@ def receiver(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture
-async def hostile(receiver: ReceiverProcess) -> AsyncIterator[Hostile]:
+async def hostile(receiver: EventpipeProcess) -> AsyncIterator[Hostile]:
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
         yield Hostile(receiver, session)
@@ -144,14 +143,6 @@ async def _body_barrage(hostile: Hostile) -> None:
             assert status == 400
 
 
-def _status(hwm: bool, receiver: ReceiverProcess) -> int:
-    key = "VmHWM:" if hwm else "VmRSS:"
-    for line in Path(f"/proc/{receiver.pid}/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(key)
-
-
 @pytest.mark.parametrize("vendor", list(SAMPLES))
 @pytest.mark.parametrize("kind", list(HOSTILE_BODIES))
 async def test_hostile_json_gets_400_in_the_vendor_shape(hostile: Hostile, vendor: str, kind: str) -> None:
@@ -166,7 +157,7 @@ async def test_oversized_bodies_and_bombs_get_413_without_being_held_in_memory(
 ) -> None:
     case = SAMPLES[vendor]
     await hostile.post(case, TEN_MIB)  # warm-up: buffers and pools reach their working size
-    peak_before = _status(True, hostile.receiver)
+    peak_before = hostile.receiver.status("VmHWM")
     for body, headers in (
         (TEN_MIB, {}),
         (_chunks(TEN_MIB), {}),
@@ -177,7 +168,7 @@ async def test_oversized_bodies_and_bombs_get_413_without_being_held_in_memory(
         assert status == 413
     # The peak resident size did not grow by anything near one body: the receiver stops reading at
     # the limit (1 MiB after decompression) instead of holding 10 MiB, let alone 200 MiB.
-    assert _status(True, hostile.receiver) - peak_before < 8 * MIB
+    assert hostile.receiver.status("VmHWM") - peak_before < 8 * MIB
 
 
 async def test_a_refused_compressed_body_is_not_decoded_any_further(hostile: Hostile) -> None:
@@ -228,7 +219,7 @@ def _read_reply(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, rest[:length]
 
 
-def test_slow_bodies_get_408_in_the_vendor_shape(receiver: ReceiverProcess) -> None:
+def test_slow_bodies_get_408_in_the_vendor_shape(receiver: EventpipeProcess) -> None:
     socks = {vendor: socket.create_connection(("127.0.0.1", receiver.port), timeout=60) for vendor in SAMPLES}
     try:
         for vendor, sock in socks.items():  # all stalled at once: the read timeouts run side by side
@@ -253,7 +244,7 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
-def test_a_client_trickling_its_headers_is_disconnected(receiver: ReceiverProcess) -> None:
+def test_a_client_trickling_its_headers_is_disconnected(receiver: EventpipeProcess) -> None:
     case = SAMPLES["topsort"]
     with socket.create_connection(("127.0.0.1", receiver.port), timeout=60) as sock:
         sock.sendall(_raw_request(case, len(case.body)).split(b"\r\n")[0] + b"\r\n")
@@ -271,7 +262,7 @@ def test_a_client_trickling_its_headers_is_disconnected(receiver: ReceiverProces
 
 
 def test_a_thousand_idle_connections_neither_block_requests_nor_stay_open(
-    receiver: ReceiverProcess, figures: list[str]
+    receiver: EventpipeProcess, figures: list[str]
 ) -> None:
     soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     count = min(1000, soft_limit // 2)
@@ -306,19 +297,19 @@ def test_a_thousand_idle_connections_neither_block_requests_nor_stay_open(
 async def test_memory_stays_bounded_under_repeated_barrages(hostile: Hostile, figures: list[str]) -> None:
     receiver = hostile.receiver
     pid = receiver.pid
-    start = _status(False, receiver)
+    start = receiver.status("VmRSS")
     await _body_barrage(hostile)
     await _oversized_barrage(hostile)
-    after_first = _status(False, receiver)
+    after_first = receiver.status("VmRSS")
     for _ in range(3):
         await _body_barrage(hostile)
         await _oversized_barrage(hostile)
-    after_four = _status(False, receiver)
+    after_four = receiver.status("VmRSS")
     requests = 4 * len(SAMPLES) * (len(HOSTILE_BODIES) + 4)
     figures.append(
         f"receiver RSS: {start / MIB:.1f} MiB at start, {after_first / MIB:.1f} MiB after one hostile "
         f"barrage, {after_four / MIB:.1f} MiB after four ({requests} hostile requests), "
-        f"peak {_status(True, receiver) / MIB:.1f} MiB; same pid {pid} serving"
+        f"peak {receiver.status('VmHWM') / MIB:.1f} MiB; same pid {pid} serving"
     )
     # Three more barrages like the first leave memory where the first left it, give or take what an
     # allocator keeps: a leak of even one 10 MiB body per barrage would show.

@@ -7,7 +7,7 @@ import pytest
 
 from tests.corpus import load_cases
 from tests.kafka_util import unique_settings
-from tests.receiver_process import free_port
+from tests.processes import free_port
 
 pytestmark = pytest.mark.network
 
