@@ -19,9 +19,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from pipeline.settings import PREFIX, Settings
-from tests.corpus import CORPUS, JWT_SECRET_ENV, jwt_secret
+from tests.corpus import CORPUS, JWT_SECRET_ENV, Case, jwt_secret
 from tests.kafka_util import create_topics
 from tests.waiting import wait_until
 
@@ -160,3 +163,31 @@ def running_consumer(settings: Settings, workdir: Path) -> Iterator[EventpipePro
     with _running("consumer", settings.replace(metrics_port=0), workdir, (), None) as consumer:
         wait_until(lambda: "partitions_assigned" in consumer.log_text(), 60, consumer.log_text)
         yield consumer
+
+
+@dataclass(frozen=True)
+class Reply:
+    vendor: str
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+async def post_case(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    case: Case,
+    *,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    data: Any = None,
+) -> Reply:
+    """The case's request (its query, headers and body unless given others) and the whole reply."""
+    async with session.post(
+        base_url + case.path,
+        params=case.query if params is None else params,
+        headers=case.headers if headers is None else headers,
+        data=case.body if data is None else data,
+    ) as resp:
+        return Reply(case.vendor, resp.status, resp.reason or "", dict(resp.headers), await resp.read())

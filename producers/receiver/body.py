@@ -52,10 +52,9 @@ async def read_body(request: web.Request, limit: int, read_seconds: float) -> by
     if declared is not None and declared > on_wire_limit:
         raise Rejection(Problem.TOO_LARGE, f"body of {declared} bytes is above the limit of {limit}")
     # Served with aiohttp's decoding on after all (it sets total_compressed_bytes when it decodes),
-    # the bytes arrive decoded already.
-    inflater = (
-        Inflater(encoding, limit) if compressed and request.content.total_compressed_bytes is None else None
-    )
+    # the bytes arrive decoded already. An empty body's reader has no such attribute.
+    decoded_by_aiohttp = getattr(request.content, "total_compressed_bytes", None) is not None
+    inflater = Inflater(encoding, limit) if compressed and not decoded_by_aiohttp else None
     chunks = []
     size = 0
     on_wire = 0

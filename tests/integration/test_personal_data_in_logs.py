@@ -19,7 +19,7 @@ import pytest
 from pipeline.tenants import mint_jwt
 from tests.corpus import API_KEY, Case, distinct_instants, jwt_secret, load_cases, restamp
 from tests.kafka_util import committed_total, unique_settings
-from tests.processes import EventpipeProcess, running_consumer, running_receiver
+from tests.processes import EventpipeProcess, post_case, running_consumer, running_receiver
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
@@ -107,13 +107,7 @@ def test_no_personal_value_is_ever_logged(kafka_bootstrap: str, tmp_path: Path) 
 
 async def _post_all(receiver: EventpipeProcess, cases: list[Case]) -> int:
     """Each case's reply as the corpus expects it; how many were accepted."""
-    accepted = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        for case in cases:
-            async with session.request(
-                case.method, receiver.url + case.path, params=case.query, headers=case.headers, data=case.body
-            ) as resp:
-                await resp.read()
-                assert resp.status == case.status, case.id
-                accepted += resp.status < 300
-    return accepted
+        replies = [await post_case(session, receiver.url, case) for case in cases]
+    assert [r.status for r in replies] == [c.status for c in cases]
+    return sum(r.status < 300 for r in replies)

@@ -207,11 +207,11 @@ def test_the_payload_cannot_be_swapped_under_a_valid_signature() -> None:
 @pytest.mark.parametrize(
     ("changes", "accepted", "message"),
     [
-        pytest.param({"exp": int(time.time()) - 3600}, False, "jwt expired", id="expired-an-hour-ago"),
-        pytest.param({"exp": int(time.time()) - LEEWAY // 3}, True, None, id="expired-within-leeway"),
-        pytest.param({"nbf": int(time.time()) + 3600}, False, "jwt not active", id="not-before-in-an-hour"),
-        pytest.param({"nbf": int(time.time()) + LEEWAY // 3}, True, None, id="not-before-within-leeway"),
-        pytest.param({"iat": int(time.time()) + 3600}, False, "jwt not active", id="issued-in-an-hour"),
+        pytest.param({"exp": -3600}, False, "jwt expired", id="expired-an-hour-ago"),
+        pytest.param({"exp": -LEEWAY // 3}, True, None, id="expired-within-leeway"),
+        pytest.param({"nbf": 3600}, False, "jwt not active", id="not-before-in-an-hour"),
+        pytest.param({"nbf": LEEWAY // 3}, True, None, id="not-before-within-leeway"),
+        pytest.param({"iat": 3600}, False, "jwt not active", id="issued-in-an-hour"),
         pytest.param({"exp": "tomorrow"}, False, "invalid token", id="exp-not-a-number"),
         pytest.param({"exp": None}, False, "invalid token", id="exp-null"),
     ],
@@ -219,7 +219,10 @@ def test_the_payload_cannot_be_swapped_under_a_valid_signature() -> None:
 def test_time_claims_with_a_small_leeway(
     changes: dict[str, Any], accepted: bool, message: str | None
 ) -> None:
-    token = jwt.encode(claims(**changes), SECRET, algorithm="HS256")
+    """Offsets in seconds from now, taken when the test runs (not when it is collected)."""
+    now = int(time.time())
+    timed = {k: now + v if isinstance(v, int) else v for k, v in changes.items()}
+    token = jwt.encode(claims(**timed), SECRET, algorithm="HS256")
     if accepted:
         assert by_jwt(token) == "shop-a"
     else:
