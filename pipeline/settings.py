@@ -50,6 +50,9 @@ class Settings:
     )
     max_body_bytes: int = _setting(1_048_576, "request body limit after decompression (413 above)")
     request_read_timeout_seconds: float = _setting(30.0, "a body not read within this answers 408")
+    http_idle_timeout_seconds: float = _setting(
+        75.0, "a connection with no request in progress (idle keep-alive, headers never finished) closes"
+    )
     produce_timeout_seconds: float = _setting(5.0, "Kafka must acknowledge within this, else 503")
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight requests may finish")
     producer_linger_ms: int = _setting(5, "producer batching delay")
@@ -147,6 +150,8 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
 
 
 def _check(s: Settings) -> None:
+    if s.http_idle_timeout_seconds <= 0 or s.request_read_timeout_seconds <= 0:
+        raise ConfigError("http_idle_timeout_seconds and request_read_timeout_seconds must be > 0")
     if s.window_hours <= 0 or s.future_skew_seconds < 0:
         raise ConfigError("window_hours must be > 0 and future_skew_seconds >= 0")
     if s.topic_retention_hours < s.window_hours:

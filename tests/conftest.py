@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,33 @@ def _block_sockets_in_unit_tests(
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     yield
+
+
+# Statuses seen per fuzzing test and figures measured by the hostile-input tests, printed at the end of
+# the run: the numbers a report cites.
+FUZZ_TALLY = pytest.StashKey[dict[str, Counter[int]]]()
+FIGURES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture(scope="session")
+def fuzz_tally(pytestconfig: pytest.Config) -> dict[str, Counter[int]]:
+    return pytestconfig.stash.setdefault(FUZZ_TALLY, {})
+
+
+@pytest.fixture(scope="session")
+def figures(pytestconfig: pytest.Config) -> list[str]:
+    return pytestconfig.stash.setdefault(FIGURES, [])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    tally = config.stash.get(FUZZ_TALLY, {})
+    lines = config.stash.get(FIGURES, [])
+    if not (tally or lines):
+        return
+    terminalreporter.section("fuzzing and hostile input")
+    for name, statuses in sorted(tally.items()):
+        server_errors = sum(n for status, n in statuses.items() if status >= 500)
+        spread = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))
+        terminalreporter.write_line(f"{name}: {statuses.total()} cases, 5xx seen: {server_errors} ({spread})")
+    for line in lines:
+        terminalreporter.write_line(line)

@@ -120,3 +120,9 @@ async def read_below(
         return records
     finally:
         await consumer.stop()
+
+
+async def committed_total(settings: Settings) -> int:
+    """Offsets the settings' consumer group has committed on its raw topic, summed over the partitions."""
+    committed, _ = await group_offsets(settings)
+    return sum(committed.values())

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from pipeline.formats import json_checks
 from pipeline.formats.base import Problem, Rejection, Reply
 
 T = TypeVar("T")
@@ -18,28 +19,31 @@ _PATH = re.compile(r" - at `(\$[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
 # A __post_init__ check names its field first (`unitPrice` must be ...); msgspec gives the object's path.
 _FIELD_FIRST = re.compile(r"^`(\w+)` ")
-# A bound that keeps an amount storable in a SQL NUMERIC column; no price comes near it.
-_MONEY_EXPONENT_LIMIT = 1000
 
 json_encode = msgspec.json.Encoder().encode
 
 
-def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, check_text: bool = True) -> T:
     """Decode and validate in one pass. Raises Rejection: MALFORMED for bytes that are not JSON (or not
-    UTF-8, or nested beyond reason), MISSING_FIELD / INVALID with the offending path otherwise."""
+    UTF-8, or nested beyond reason), MISSING_FIELD / INVALID with the offending path otherwise, INVALID
+    for a duplicate key or a number out of range anywhere (json_checks; `check_text=False` when another
+    decode of the same body already checked it)."""
     try:
         # msgspec does not check UTF-8 inside values it skips; a receiver must not pass such bytes on.
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Rejection(Problem.MALFORMED, f"body is not valid UTF-8 (byte {exc.start})") from exc
     try:
-        return decoder.decode(body)
+        decoded = decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise validation_rejection(exc) from exc
     except msgspec.DecodeError as exc:
         raise Rejection(Problem.MALFORMED, f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise Rejection(Problem.MALFORMED, "JSON is nested too deeply") from exc
+    if check_text:
+        json_checks.check(body)
+    return decoded
 
 
 def validation_rejection(exc: msgspec.ValidationError) -> Rejection:
@@ -75,12 +79,7 @@ def parse_money(value: Any) -> Money:
         raise ValueError("Expected a number") from None
     if not amount.is_finite():
         raise ValueError("Expected a finite number")
-    exponent = amount.as_tuple().exponent
-    if (
-        not isinstance(exponent, int)
-        or exponent < -_MONEY_EXPONENT_LIMIT
-        or amount.adjusted() > _MONEY_EXPONENT_LIMIT
-    ):
+    if not json_checks.exponent_in_range(amount):
         raise ValueError("Number out of range")
     return amount
 

@@ -1,5 +1,6 @@
-"""/openapi.json: an OpenAPI 3.1 document of every vendor route, generated from the same msgspec
-Structs that validate requests, so the document cannot drift from the code."""
+"""/openapi.json: an OpenAPI 3.1 document of every route, its request bodies generated from the same
+msgspec Structs that validate requests (so they cannot drift from the code), its credentials one
+security scheme per vendor scheme, and every reply in the vendor's documented shape."""
 
 from __future__ import annotations
 
@@ -12,13 +13,131 @@ import msgspec
 
 from pipeline.formats.base import VendorFormat
 
-AUTH: dict[str, list[dict[str, list[str]]]] = {
-    "topsort": [{"bearer": []}],
-    "dfinery": [{"bearer": []}],
-    "retailrocket": [{"apiKey": [], "partnerId": []}],
-    "impression": [{"bearer": []}, {"token": []}],
+# One scheme per credential, so that a client (or a test tool) can hold one value for each: the bearer
+# API key of Topsort and DFINERY is not the Impression API's JWT.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "apiKeyBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Topsort and DFINERY: the tenant's API key as a bearer token",
+    },
+    "jwtBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "Impression API: an HS256 JWT whose sub claim names the tenant",
+    },
+    "jwtQuery": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "the same JWT, in the query",
+    },
+    "retailRocketApiKey": {"type": "apiKey", "in": "query", "name": "apiKey"},
+    "retailRocketPartnerId": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "partnerId",
+        "description": "the partner the apiKey must belong to (403 otherwise)",
+    },
 }
-SUCCESS = {"topsort": "204", "retailrocket": "200", "dfinery": "200", "impression": "200"}
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "topsort": [{"apiKeyBearer": []}],
+    "dfinery": [{"apiKeyBearer": []}],
+    "retailrocket": [{"retailRocketApiKey": [], "retailRocketPartnerId": []}],
+    "impression": [{"jwtBearer": []}, {"jwtQuery": []}],
+}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required or list(properties)}
+
+
+_TEXT = {"type": "string"}
+# The vendors' reply bodies, as their documents show them.
+REPLY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "TopsortError": _object(
+        {"errCode": _TEXT, "docUrl": _TEXT, "message": {**_TEXT, "description": "names the field path"}}
+    ),
+    "RetailRocketError": _object(
+        {
+            "error": _object(
+                {"code": _TEXT, "message": _TEXT, "path": {"type": ["string", "null"]}},
+            )
+        }
+    ),
+    "DfineryResult": _object(
+        {
+            "result_code": {"type": "integer", "description": "2000 accepted; 4001, 4002, 4006, 4007, 5001"},
+            "result_msg": {"type": ["string", "null"]},
+            "result_data": {"type": ["object", "null"], "properties": {"event_id": _TEXT}},
+        }
+    ),
+    "ImpressionOk": _object({"status": {"const": "OK"}, "result": {"const": 1}}),
+    "ImpressionError": _object(
+        {
+            "errors": _object(
+                {
+                    "message": _TEXT,
+                    "error": {
+                        "type": "object",
+                        "description": "{} for a schema error, else express-jwt's error object",
+                        "properties": {
+                            "status": {"type": "integer"},
+                            "name": _TEXT,
+                            "message": _TEXT,
+                            "code": _TEXT,
+                        },
+                    },
+                }
+            )
+        }
+    ),
+}
+
+_REQUEST_ID = {"X-Request-Id": {"description": "the request's id, also in the logs", "schema": _TEXT}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": _TEXT}}
+# DFINERY's error bodies are fixed by its document; the field path travels in a header.
+_DETAIL = {"X-Eventpipe-Error": {"description": "what was refused and where", "schema": _TEXT}}
+_WHY = {
+    400: "invalid request: not JSON, a field's type or constraint, a duplicate key",
+    401: "missing or invalid credentials",
+    403: "credentials valid, not for this partner",
+    408: "the body was not received in time",
+    413: "body above the limit (after decompression)",
+    415: "content type or content encoding not accepted",
+    429: "too many requests; retry after Retry-After",
+    503: "Kafka did not acknowledge in time, or shutting down; retry after Retry-After",
+}
+_ERROR_STATUSES = (400, 401, 403, 408, 413, 415, 429, 503)
+# vendor -> (success status, success body schema, error body schema)
+_REPLIES: dict[str, tuple[int, str | None, str]] = {
+    "topsort": (204, None, "TopsortError"),
+    "retailrocket": (200, None, "RetailRocketError"),
+    "dfinery": (200, "DfineryResult", "DfineryResult"),
+    "impression": (200, "ImpressionOk", "ImpressionError"),
+}
+
+
+def _reply(description: str, schema: str | None, headers: dict[str, Any]) -> dict[str, Any]:
+    reply: dict[str, Any] = {"description": description, "headers": headers}
+    if schema is not None:
+        reply["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return reply
+
+
+def responses(source: str) -> dict[str, Any]:
+    success, ok_schema, error_schema = _REPLIES[source]
+    replies = {str(success): _reply("accepted and durable in Kafka", ok_schema, _REQUEST_ID)}
+    for status in _ERROR_STATUSES:
+        headers = {**_REQUEST_ID, **(_RETRY_AFTER if status in (429, 503) else {})}
+        schema: str | None = error_schema
+        if source == "dfinery":
+            headers.update(_DETAIL)
+            if status == 401:
+                schema = None  # the document's 401 (no token) has no body
+        replies[str(status)] = _reply(_WHY[status], schema, headers)
+    return replies
 
 
 def _custom_type_schema(t: type) -> dict[str, Any]:
@@ -32,6 +151,67 @@ def _custom_type_schema(t: type) -> dict[str, Any]:
         return {"type": "integer"}
     # the one remaining custom type is Retail Rocket's EventTime
     return {"type": "string", "description": "an ISO 8601 timestamp, with or without an offset"}
+
+
+# What msgspec's Decimal schema ("string", format "decimal") leaves out: its decoder takes JSON numbers too.
+_MSGSPEC_DECIMAL = {"type": "string", "format": "decimal"}
+_EXACT_DECIMAL = {
+    "type": ["number", "string"],
+    "description": "an exact decimal: a JSON number or a numeric string",
+}
+
+
+def _non_empty(name: str) -> dict[str, Any]:
+    return {"properties": {name: {"type": "array", "minItems": 1}}, "required": [name]}
+
+
+# Rules the vendor modules enforce in code (a check in validate, a __post_init__) that JSON Schema can
+# state too; the schemathesis test holds the document to them.
+_REFINEMENTS: dict[str, dict[str, Any]] = {
+    "EventsRequest": {
+        "anyOf": [_non_empty(name) for name in ("impressions", "clicks", "purchases", "pageviews")],
+        "description": "at least one of the four arrays holds an event",
+    },
+    "Envelope": {"minProperties": 1, "maxProperties": 1, "additionalProperties": False},
+}
+
+
+def _refined(node: Any) -> Any:
+    if node == _MSGSPEC_DECIMAL:
+        return _EXACT_DECIMAL
+    if isinstance(node, dict):
+        return {key: _refined(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_refined(value) for value in node]
+    return node
+
+
+_SERVICE_PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "operationId": "healthz",
+            "tags": ["operations"],
+            "responses": {"200": {"description": "alive"}},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "readyz",
+            "tags": ["operations"],
+            "responses": {
+                "200": {"description": "Kafka reachable, not draining"},
+                "503": {"description": "not ready: Kafka unreachable or draining"},
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "tags": ["operations"],
+            "responses": {"200": {"description": "Prometheus text format"}},
+        }
+    },
+}
 
 
 def document(formats: Mapping[str, VendorFormat]) -> dict[str, Any]:
@@ -53,38 +233,27 @@ def document(formats: Mapping[str, VendorFormat]) -> dict[str, Any]:
         operation: dict[str, Any] = {
             "operationId": f"{source}_{name}_{path.strip('/').replace('/', '_').replace('.', '_')}",
             "tags": [source],
-            "security": AUTH[source],
-            "responses": {
-                SUCCESS[source]: {"description": "accepted and durable in Kafka"},
-                "400": {"description": "invalid request, in the vendor's error shape"},
-                "401": {"description": "missing or invalid credentials"},
-                "413": {"description": "body above the limit"},
-                "429": {"description": "the tenant's rate limit is exceeded; retry after Retry-After"},
-                "503": {"description": "Kafka unavailable; retry after Retry-After"},
-            },
+            "security": SECURITY[source],
+            "responses": responses(source),
         }
-        if source == "retailrocket":
-            operation["parameters"] = [
-                {"name": "apiKey", "in": "query", "required": True, "schema": {"type": "string"}},
-                {"name": "partnerId", "in": "query", "required": True, "schema": {"type": "string"}},
-            ]
         if body_type is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": schema_of[body_type]}},
+                "content": {"application/json": {"schema": _refined(schema_of[body_type])}},
             }
         paths[path] = {"post": operation}
     return {
         "openapi": "3.1.0",
         "info": {"title": "eventpipe receiver", "version": "1"},
-        "paths": paths,
+        "paths": {**paths, **_SERVICE_PATHS},
         "components": {
-            "schemas": components,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "query", "name": "apiKey"},
-                "partnerId": {"type": "apiKey", "in": "query", "name": "partnerId"},
-                "token": {"type": "apiKey", "in": "query", "name": "token"},
+            "schemas": {
+                **{
+                    name: {**_refined(schema), **_REFINEMENTS.get(name, {})}
+                    for name, schema in components.items()
+                },
+                **REPLY_SCHEMAS,
             },
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }

@@ -28,6 +28,7 @@ from pipeline.rate_limits import LimitTable
 from pipeline.settings import Settings
 from pipeline.tenants import TenantDirectory
 from producers.receiver.app import create_app
+from producers.receiver.body import SERVER_OPTIONS
 from producers.receiver.buckets import RateLimiter, SharedBuckets
 from producers.receiver.metrics_view import MetricsView
 
@@ -64,7 +65,16 @@ async def serve(
     view = MetricsView(metrics.registry, multiprocess_dir)
     limiter = RateLimiter.shared(LimitTable.build(settings, tenants), buckets) if buckets else None
     app = create_app(settings, tenants, metrics, metrics_view=view, limiter=limiter)
-    runner = web.AppRunner(app, shutdown_timeout=settings.drain_seconds, access_log=None)
+    # keepalive_timeout also bounds a connection that never completes its headers (a slow-loris client):
+    # aiohttp arms it when the connection opens. Above a load balancer's usual 60 s idle timeout, so the
+    # balancer, not the receiver, closes an idle pooled connection first.
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.drain_seconds,
+        access_log=None,
+        keepalive_timeout=settings.http_idle_timeout_seconds,
+        **SERVER_OPTIONS,
+    )
     await runner.setup()
     site = web.TCPSite(
         runner,

@@ -15,7 +15,7 @@ from urllib.parse import urlparse, urlunparse
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from consumers.sinks import open_sink
@@ -26,7 +26,7 @@ from pipeline.settings import Settings
 from producers.receiver.app import create_app
 from tests.corpus import CORPUS, JWT_SECRET_ENV, jwt_secret
 from tests.kafka_util import create_topics, unique_settings
-from tests.receiver.conftest import wait_until_ready
+from tests.receiver.conftest import serve, wait_until_ready
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -121,12 +121,14 @@ def corpus_tenants() -> tenants.TenantDirectory:
 async def pipeline(
     kafka_bootstrap: str,
     sink_url: str,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
     corpus_tenants: tenants.TenantDirectory,
 ) -> AsyncIterator[Pipeline]:
     settings = unique_settings(kafka_bootstrap, sink=sink_url, batch_max_wait_ms=100)
     await create_topics(settings)
-    client = await aiohttp_client(create_app(settings, corpus_tenants, Metrics(CollectorRegistry())))
+    app = create_app(settings, corpus_tenants, Metrics(CollectorRegistry()))
+    client = await serve(app, aiohttp_server, aiohttp_client)
     await wait_until_ready(client)
     pipe = Pipeline(settings, client)
     yield pipe

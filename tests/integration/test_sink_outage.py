@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.corpus import load_cases, restamp
 from tests.integration.conftest import Pipeline, row_count
 from tests.integration.test_pipeline import personalize
+from tests.kafka_util import committed_total
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -28,19 +28,6 @@ async def _set_connections(admin_dsn: str, database: str, allowed: bool) -> None
             )
     finally:
         await conn.close()
-
-
-async def _committed_total(settings) -> int:  # type: ignore[no-untyped-def]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group)
-    await consumer.start()
-    try:
-        total = 0
-        for p in range(settings.raw_partitions):
-            committed = await consumer.committed(TopicPartition(settings.raw_topic, p))
-            total += committed or 0
-        return total
-    finally:
-        await consumer.stop()
 
 
 @pytest.mark.parametrize("sink_url", ["postgresql"], indirect=True)
@@ -65,7 +52,7 @@ async def test_consumer_pauses_and_catches_up(pipeline: Pipeline, postgres_dsn: 
         await send(30, "during")
         await wait_for(lambda: _ready(worker, False), seconds=10, what="not-ready while the sink is down")
         # nothing past what is stored is committed: 20 records stored, 20 committed at most
-        assert await _committed_total(pipeline.settings) <= 20
+        assert await committed_total(pipeline.settings) <= 20
     finally:
         await _set_connections(postgres_dsn, database, allowed=True)
     await wait_for(lambda: _rows_are(sink, 50), seconds=60, what="catch-up to 50 rows")
@@ -83,4 +70,4 @@ async def _ready(worker, expected: bool) -> bool:  # type: ignore[no-untyped-def
 
 
 async def _committed_is(pipeline: Pipeline, n: int) -> bool:
-    return await _committed_total(pipeline.settings) == n
+    return await committed_total(pipeline.settings) == n

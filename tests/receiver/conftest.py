@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from pipeline import tenants
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 from producers.receiver.app import STATE, create_app
+from producers.receiver.body import SERVER_OPTIONS
 from tests.corpus import CORPUS, JWT_SECRET_ENV, jwt_secret
 from tests.kafka_util import create_topics, unique_settings
 from tests.waiting import wait_for
@@ -27,18 +28,30 @@ def directory() -> tenants.TenantDirectory:
 
 
 ClientFactory = Callable[[Settings], Awaitable[TestClient[web.Request, web.Application]]]
+Client = TestClient[web.Request, web.Application]
+
+
+async def serve(
+    app: web.Application,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> Client:
+    """A client of the app served as `eventpipe receiver` serves it (SERVER_OPTIONS; aiohttp_client's
+    own server_kwargs never reach the server)."""
+    return await aiohttp_client(await aiohttp_server(app, **SERVER_OPTIONS))
 
 
 @pytest.fixture
 async def receiver_factory(
-    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[..., Awaitable[Client]],
     directory: tenants.TenantDirectory,
 ) -> AsyncIterator[ClientFactory]:
-    async def make(settings: Settings, wait_ready: bool = True) -> TestClient[web.Request, web.Application]:
+    async def make(settings: Settings, wait_ready: bool = True) -> Client:
         app = create_app(
             settings, directory, Metrics(CollectorRegistry(), tenant_labels=settings.tenant_labels)
         )
-        client = await aiohttp_client(app)
+        client = await serve(app, aiohttp_server, aiohttp_client)
         if wait_ready:
             await wait_until_ready(client)
         return client
