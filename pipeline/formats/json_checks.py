@@ -1,22 +1,46 @@
-"""What the text of a body may not hold even when the schema decode accepted it: an object naming a key
-twice (parsers disagree on which value wins, so what we validated need not be what a reader of the
-stored raw JSON sees) and numbers beyond what any store or client can hold."""
+"""What the text of a body may not hold even when the schema decode accepted it: nesting deeper than
+MAX_DEPTH (how deep a decoder can go depends on how deep its caller's stack already is, so the receiver
+must not accept what the consumer, deeper in its own stack, cannot read); an object naming a key twice
+(parsers disagree on which value wins, so what we validated need not be what a reader of the stored raw
+JSON sees); numbers that not every reader can hold: beyond a double's range (RFC 8259's interoperable
+numbers; the consumer reads fields it keeps as they are, through floats) or with digits below 10^-1000
+(no SQL NUMERIC scale)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
+from itertools import accumulate, repeat
 from typing import Any
 
 from pipeline.formats.base import Problem, Rejection
 
-# Beyond 10^±1000 a number fits no SQL NUMERIC column and no client's double; no real value comes near.
+# Beyond 10^±1000 an amount fits no SQL NUMERIC column; no real value comes near.
 EXPONENT_LIMIT = 1000
+# The largest double: a JSON number beyond it overflows every reader that decodes numbers as floats.
+DOUBLE_MAX = Decimal("1.7976931348623157e308")
+# Far beyond any vendor's documents (4 or 5 levels) and custom attributes, far below Python's recursion
+# limit whatever the stack (serde_json's default; .NET's is 64).
+MAX_DEPTH = 128
 # Keys are echoed in the error's path; a hostile one may be megabytes long.
 _KEY_ECHO_LIMIT = 64
 # Shorter plain decimals cannot reach the limit, so they skip the Decimal parse.
 _SHORT_NUMBER = 64
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes and all
+_NOT_A_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # an opening bracket 2, a closing one 0; minus 1 each
+
+
+def depth_exceeds(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest deeper than `limit`, strings aside."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # the usual case: too few brackets in all, quoted ones included
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_A_BRACKET)
+    return bool(brackets) and max(accumulate(map(int.__sub__, brackets.translate(_STEP), repeat(1)))) > limit
 
 
 class _Offence(Exception):
@@ -35,9 +59,10 @@ def _number_in_range(text: str) -> bool:
     if len(text) <= _SHORT_NUMBER and "e" not in text and "E" not in text:
         return True
     try:
-        return exponent_in_range(Decimal(text))
+        number = Decimal(text)
     except InvalidOperation:
         return False
+    return exponent_in_range(number) and abs(number) <= DOUBLE_MAX
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
@@ -55,6 +80,8 @@ def check(body: bytes) -> None:
     """Raises Rejection(INVALID) naming the path of a duplicate key or out-of-range number (an object is
     looked at before what it holds, siblings in document order).
     Only for bodies the schema decode has accepted (valid UTF-8 JSON without NaN or Infinity)."""
+    if depth_exceeds(body):
+        raise Rejection(Problem.MALFORMED, f"JSON is nested too deeply (more than {MAX_DEPTH} levels)")
     try:
         json.loads(body, object_pairs_hook=_unique_pairs, parse_int=_number, parse_float=_number)
     except _Offence:
@@ -99,5 +126,5 @@ def _locate(body: bytes) -> Rejection:
                     return Rejection(Problem.INVALID, f"duplicate key `{_echo(key)}`", f"{path}.{_echo(key)}")
                 seen.add(key)
         elif isinstance(node, _Number) and not _number_in_range(node):
-            return Rejection(Problem.INVALID, f"number out of range (beyond 1e{EXPONENT_LIMIT})", path)
+            return Rejection(Problem.INVALID, "number out of range (beyond a double's ±1.8e308)", path)
     raise AssertionError("the fast pass found an offence the slow pass does not")

@@ -1,5 +1,6 @@
-"""What the text check refuses after the schema decode: a key named twice anywhere, a number beyond
-10^±1000 anywhere; each with the path of the offence found first."""
+"""What the text check refuses after the schema decode: nesting deeper than 128 levels, a key named twice
+anywhere, a number beyond a double's range or with digits below 10^-1000 anywhere; each with the path of
+the offence found first."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from pipeline.formats.base import Problem, Rejection
     [
         pytest.param(b'{"a": 1, "b": [1, 2.5, -3e10, {"a": 1}], "c": {"d": null}}', id="ordinary"),
         pytest.param(b'{"same": {"x": 1}, "other": {"x": 1}}', id="same-key-in-sibling-objects"),
-        pytest.param(b'{"n": 1' + b"0" * 1000 + b"}", id="10**1000"),
-        pytest.param(b'{"n": 1e1000, "m": -1e-1000, "z": 0.0}', id="exponents-at-the-bound"),
+        pytest.param(b'{"n": 1' + b"0" * 300 + b"}", id="10**300"),
+        pytest.param(b'{"n": -1.7976931348623157e308, "m": 1e-1000, "z": 0.0}', id="at-the-bounds"),
         pytest.param(b'{"n": 18446744073709551616}', id="beyond-64-bits"),
-        pytest.param(b"[" * 500 + b"]" * 500, id="nested-500"),
+        pytest.param(b"[" * 128 + b"]" * 128, id="nested-128"),
     ],
 )
 def test_accepted(body: bytes) -> None:
@@ -36,8 +37,9 @@ def test_accepted(body: bytes) -> None:
             b'{"x": [{"k": 1}, {"k": 1, "j": 2, "k": 3}]}', "$.x[1].k", "duplicate key", id="nested"
         ),
         pytest.param(b'{"a": {"b": 1, "b": 1}, "a": 2}', "$.a", "duplicate key", id="outer-object-first"),
-        pytest.param(b'{"a": [1, 1' + b"0" * 1001 + b"]}", "$.a[1]", "out of range", id="10**1001"),
-        pytest.param(b'{"a": 1e1001}', "$.a", "out of range", id="1e1001"),
+        pytest.param(b'{"a": [1, 1' + b"0" * 309 + b"]}", "$.a[1]", "out of range", id="10**309"),
+        pytest.param(b'{"a": 1e309}', "$.a", "out of range", id="1e309"),
+        pytest.param(b'{"a": -1.8e308}', "$.a", "out of range", id="-1.8e308"),
         pytest.param(b'{"a": 1e-1001}', "$.a", "out of range", id="1e-1001"),
         pytest.param(b'{"a": -1e999999}', "$.a", "out of range", id="-1e999999"),
         pytest.param(b'[{"ok": 1}, {"n": 0.' + b"0" * 1200 + b"1}]", "$[1].n", "out of range", id="tiny"),
@@ -59,10 +61,25 @@ def test_a_huge_key_is_not_echoed_whole() -> None:
     assert len(refused.value.path or "") < 200
 
 
-def test_nesting_beyond_the_parser_is_malformed() -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 129 + b"]" * 129, id="arrays"),
+        pytest.param(b'{"a":' * 129 + b"1" + b"}" * 129, id="objects"),
+        pytest.param(b'{"x": "]]]]", "a": ' + b"[" * 200 + b"]" * 200 + b"}", id="after-a-string-of-closers"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="100k"),
+    ],
+)
+def test_nesting_beyond_128_is_malformed(body: bytes) -> None:
     with pytest.raises(Rejection) as refused:
-        json_checks.check(b"[" * 100_000 + b"]" * 100_000)
+        json_checks.check(body)
     assert refused.value.problem is Problem.MALFORMED
+    assert "nested too deeply" in refused.value.message
+
+
+def test_brackets_in_strings_do_not_count() -> None:
+    quoted = {"a": "[{" * 500, "b": "\\", "c": '"[[[[', "d": "]]]]" * 200}
+    json_checks.check(json.dumps({**quoted, "deep": [[[[1]]]]}).encode())
 
 
 json_values = st.recursive(
@@ -72,6 +89,30 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
+
+
+def nesting(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(nesting, value), default=0)
+    return 0
+
+
+bracketed_json = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab:,', max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(alphabet="[]{}ab", max_size=4), children, max_size=3)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bracketed_json, st.integers(min_value=0, max_value=6))
+def test_depth_is_the_parsed_nesting_whatever_the_strings_hold(value: object, limit: int) -> None:
+    assert json_checks.depth_exceeds(json.dumps(value).encode(), limit) == (nesting(value) > limit)
 
 
 @settings(max_examples=200, deadline=None)
