@@ -153,3 +153,17 @@ def subset(expected: Any, actual: Any) -> bool:
             k in actual and subset(v, actual[k]) for k, v in expected.items()
         )
     return bool(expected == actual)
+
+
+SAMPLE_IDS = {
+    "topsort": "topsort-spec-click",
+    "retailrocket": "retailrocket-view",
+    "dfinery": "dfinery-seed-purchase",
+    "impression": "impression-seed-sample",
+}
+
+
+def sample_per_vendor() -> dict[str, Case]:
+    """One accepted request of each vendor, for tests that need one of each rather than the corpus."""
+    cases = {c.id: c for c in load_cases()}
+    return {vendor: cases[case_id] for vendor, case_id in SAMPLE_IDS.items()}

@@ -3,50 +3,23 @@ it prints land rows in SQLite, and Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
-import os
 import shlex
-import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.ports import free_port, free_port_run
+from tests.integration.dev_process import running_dev
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
 
 
 def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str, tmp_path: Path) -> None:
-    tag = os.urandom(4).hex()
-    env = {
-        **os.environ,
-        "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "EVENTPIPE_DATA_DIR": str(tmp_path),
-        "EVENTPIPE_SINK": f"sqlite:///{tmp_path / 'events.db'}",
-        "EVENTPIPE_HTTP_PORT": str(free_port()),
-        "EVENTPIPE_METRICS_PORT": str(free_port_run(2)),
-        "EVENTPIPE_RAW_TOPIC": f"dev-{tag}.raw",
-        "EVENTPIPE_DLQ_TOPIC": f"dev-{tag}.dlq",
-        "EVENTPIPE_CONSUMER_GROUP": f"dev-{tag}",
-        "EVENTPIPE_RAW_PARTITIONS": "3",
-    }
-    out = tmp_path / "dev.out"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "dev"], env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    try:
-
-        def up() -> bool:
-            assert proc.poll() is None, out.read_text()
-            return "Ctrl-C stops everything" in out.read_text()
-
-        wait_until(up, 120, out.read_text)
-        curls = [line for line in out.read_text().splitlines() if line.startswith("curl ")]
+    with running_dev(kafka_bootstrap, tmp_path) as dev:
+        curls = [line for line in dev.text().splitlines() if line.startswith("curl ")]
         assert len(curls) == 4
         for line in curls:
             result = subprocess.run(
@@ -70,12 +43,8 @@ def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str
 
         every_vendor = ["dfinery", "impression", "retailrocket", "topsort"]
         wait_until(lambda: sources() == every_vendor, 30, lambda: f"a row per vendor; have {sources()}")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
-    assert code == 0, out.read_text()
+    assert dev.stop() == 0, dev.text()
     # every child stopped with it: nothing listens any more on the receiver's or consumers' ports
-    metrics_port = int(env["EVENTPIPE_METRICS_PORT"])
-    for port in (int(env["EVENTPIPE_HTTP_PORT"]), metrics_port + 1, metrics_port + 2):
+    for port in (dev.http_port, *dev.consumer_ports):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"

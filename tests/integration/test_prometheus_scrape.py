@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -26,7 +24,8 @@ import pytest
 import yaml
 
 from tests import dashboards
-from tests.ports import free_port, free_port_run
+from tests.integration.dev_process import DevProcess, running_dev
+from tests.ports import free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
@@ -94,46 +93,17 @@ def _query(api: str, path: str, **params: str) -> Any:
 
 
 @pytest.fixture
-def running_dev(kafka_bootstrap: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    tag = os.urandom(4).hex()
-    env = {
-        **os.environ,
-        "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "EVENTPIPE_DATA_DIR": str(tmp_path),
-        "EVENTPIPE_SINK": f"sqlite:///{tmp_path / 'events.db'}",
-        "EVENTPIPE_HTTP_PORT": str(free_port()),
-        "EVENTPIPE_METRICS_PORT": str(free_port_run(2)),
-        "EVENTPIPE_RAW_TOPIC": f"prom-{tag}.raw",
-        "EVENTPIPE_DLQ_TOPIC": f"prom-{tag}.dlq",
-        "EVENTPIPE_CONSUMER_GROUP": f"prom-{tag}",
-        "EVENTPIPE_RAW_PARTITIONS": "3",
-        "EVENTPIPE_BATCH_MAX_WAIT_MS": "100",
-    }
-    out = tmp_path / "dev.out"
-    with out.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-
-        def up() -> bool:
-            assert proc.poll() is None, out.read_text()
-            return "Ctrl-C stops everything" in out.read_text()
-
-        wait_until(up, 120, out.read_text)
-        yield env
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+def dev(kafka_bootstrap: str, tmp_path: Path) -> Iterator[DevProcess]:
+    with running_dev(kafka_bootstrap, tmp_path, batch_max_wait_ms="100") as running:
+        yield running
 
 
-def _prometheus_config(env: dict[str, str], tmp_path: Path) -> Path:
+def _prometheus_config(dev: DevProcess, tmp_path: Path) -> Path:
     """The repository's local config with its targets moved to the ports this run uses."""
     config = yaml.safe_load(LOCAL_CONFIG.read_text())
-    metrics_port = int(env["EVENTPIPE_METRICS_PORT"])
     targets = {
-        "eventpipe-receiver": [f"127.0.0.1:{env['EVENTPIPE_HTTP_PORT']}"],
-        "eventpipe-consumer": [f"127.0.0.1:{metrics_port + 1}", f"127.0.0.1:{metrics_port + 2}"],
+        "eventpipe-receiver": [f"127.0.0.1:{dev.http_port}"],
+        "eventpipe-consumer": [f"127.0.0.1:{port}" for port in dev.consumer_ports],
     }
     assert {job["job_name"] for job in config["scrape_configs"]} == set(targets)
     for job in config["scrape_configs"]:
@@ -145,14 +115,14 @@ def _prometheus_config(env: dict[str, str], tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def prometheus(running_dev: dict[str, str], tmp_path: Path) -> Iterator[str]:
+def prometheus(dev: DevProcess, tmp_path: Path) -> Iterator[str]:
     binary = _prometheus_binary()
     port = free_port()
     log = (tmp_path / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         [
             binary,
-            f"--config.file={_prometheus_config(running_dev, tmp_path)}",
+            f"--config.file={_prometheus_config(dev, tmp_path)}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
         ],
@@ -179,10 +149,10 @@ def prometheus(running_dev: dict[str, str], tmp_path: Path) -> Iterator[str]:
 
 
 def test_prometheus_scrapes_the_pipeline_and_every_dashboard_query_has_data(
-    running_dev: dict[str, str], prometheus: str, tmp_path: Path
+    dev: DevProcess, prometheus: str, tmp_path: Path
 ) -> None:
     keys = json.loads((tmp_path / "dev" / "demo-keys.json").read_text())
-    traffic = Traffic(f"http://127.0.0.1:{running_dev['EVENTPIPE_HTTP_PORT']}", keys["api_key"])
+    traffic = Traffic(f"http://127.0.0.1:{dev.http_port}", keys["api_key"])
     sender = threading.Thread(target=traffic.run, daemon=True)
     sender.start()
     try:

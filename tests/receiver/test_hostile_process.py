@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.corpus import Case, load_cases
+from tests.corpus import Case, sample_per_vendor
 from tests.kafka_util import unique_settings
 from tests.mutations import Pairs, Raw, serialize
 from tests.processes import EventpipeProcess, post_case, running_receiver
@@ -27,13 +27,7 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
 
-CASES = {c.id: c for c in load_cases()}
-SAMPLES = {
-    "topsort": CASES["topsort-spec-click"],
-    "retailrocket": CASES["retailrocket-view"],
-    "dfinery": CASES["dfinery-seed-purchase"],
-    "impression": CASES["impression-seed-sample"],
-}
+SAMPLES = sample_per_vendor()
 LIMIT = 1024 * 1024
 READ_TIMEOUT = 2.0
 IDLE_TIMEOUT = 3.0

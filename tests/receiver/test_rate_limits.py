@@ -21,19 +21,13 @@ from pipeline.clock import Clock
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 from producers.receiver.app import create_app
-from tests.corpus import PARTNER_ID, Case, load_cases
+from tests.corpus import PARTNER_ID, Case, sample_per_vendor
 from tests.kafka_util import read_all, record_count
 from tests.receiver.conftest import wait_until_ready
 
 pytestmark = pytest.mark.kafka
 
-CASES = {c.id: c for c in load_cases()}
-SAMPLES = {
-    "topsort": CASES["topsort-spec-click"],
-    "retailrocket": CASES["retailrocket-view"],
-    "dfinery": CASES["dfinery-seed-purchase"],
-    "impression": CASES["impression-seed-sample"],
-}
+SAMPLES = sample_per_vendor()
 SHOP_B_KEY = "ep_test_key_2"
 # One token an hour: nothing refills while a test runs, so the counts do not depend on timing.
 HOURLY = 1 / 3600
