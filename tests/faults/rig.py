@@ -5,6 +5,8 @@ up and compares the ledger with the sink."""
 from __future__ import annotations
 
 import itertools
+import shutil
+import sqlite3
 from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,8 +150,24 @@ class Rig:
 
     async def stored_ids(self) -> dict[str, int]:
         """Rows per event id in the sink, read independently of the consumers."""
-        rows = await query(self.settings.sink, "SELECT event_id, count(*) FROM events GROUP BY event_id")
+        sql = "SELECT event_id, count(*) FROM events GROUP BY event_id"
+        try:
+            rows = await query(self.settings.sink, sql)
+        except sqlite3.OperationalError:
+            # A full disk refuses a reader too: SQLite cannot grow the WAL index (SQLITE_IOERR_SHMSIZE).
+            # No write succeeds meanwhile, so a copy of the files, read elsewhere, is the sink's state.
+            rows = await query(self._sqlite_copy(), sql)
         return {str(r[0]): int(r[1]) for r in rows}
+
+    def _sqlite_copy(self) -> str:
+        source = Path(self.settings.sink.removeprefix("sqlite:///"))
+        copy_dir = self.log_dir / f"sink-copy-{next(self._serial)}"
+        copy_dir.mkdir()
+        for suffix in ("", "-wal"):
+            original = source.with_name(source.name + suffix)
+            if original.exists():
+                shutil.copyfile(original, copy_dir / original.name)
+        return f"sqlite:///{copy_dir / source.name}"
 
     async def committed_but_not_stored(self) -> list[str]:
         """Event ids of records below the group's committed offsets that the sink does not hold: must
