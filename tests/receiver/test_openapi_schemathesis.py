@@ -70,7 +70,6 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=_config())
 @pytest.fixture(scope="module")
 def receiver(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventpipeProcess]:
     with running_receiver(unique_settings(kafka_bootstrap), tmp_path_factory.mktemp("schemathesis")) as proc:
-        schema.config.update(base_url=proc.url)  # its checks make calls of their own
         yield proc
 
 
