@@ -6,6 +6,7 @@ duplicated (stored more than once), phantom (stored, never acknowledged)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import itertools
 import json
@@ -215,8 +216,9 @@ class Sender:
     async def _lane(self) -> None:
         while not self._stopping.is_set():
             await self._one(next(self._numbers))
-            # The pacing: a steady stream rather than a flood (the one sleep the suite allows).
-            await asyncio.sleep(self._pace)
+            # The pacing: a steady stream rather than a flood; stop() ends the wait at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._pace)
 
     async def _one(self, n: int) -> None:
         event_id, case, body = self.event(n)
