@@ -34,6 +34,7 @@ import pytest
 from consumers.migrate import migrate
 from consumers.sinks import PostgresSink, SqliteSink, open_sink
 from consumers.sinks.base import Sink
+from consumers.sinks.postgres import CAREFUL_BATCHES_AFTER_CONFLICT
 from pipeline.canonical import COLUMNS, CanonicalEvent
 from pipeline.errors import SinkUnavailable, UnstorableEvent
 from tests.waiting import wait_for
@@ -654,6 +655,39 @@ async def _gone(dsn: str, pids: set[int]) -> bool:
 async def pg_backend(pg_test_dsn: str) -> Backend:
     await _admin(pg_test_dsn, "DROP TABLE IF EXISTS events")
     return Backend("postgresql", pg_test_dsn)
+
+
+@pytest.mark.postgres
+async def test_postgres_fresh_batches_go_straight_into_events(pg_backend: Backend) -> None:
+    sink = PostgresSink(pg_backend.url)
+    async with started(sink):
+        first = await sink.write(batch(0, 5) + batch(100, 3, source="retailrocket"), STORED)
+        second = await sink.write(batch(5, 5), STORED)
+    assert first.inserted_by_source == {"topsort": 5, "retailrocket": 3}
+    assert second.inserted_by_source == {"topsort": 5}
+    assert (sink.direct_writes, sink.careful_writes) == (2, 0)
+    assert len(await pg_backend.rows()) == 13
+
+
+@pytest.mark.postgres
+async def test_postgres_conflict_stores_the_new_rows_then_stays_careful_for_a_while(
+    pg_backend: Backend,
+) -> None:
+    sink = PostgresSink(pg_backend.url)
+    async with started(sink):
+        await sink.write(batch(0, 4), STORED)
+        # A redelivery overlapping what is stored: the direct COPY is refused, nothing half-written.
+        overlap = await sink.write(batch(2, 4) + batch(100, 1, source="dfinery"), STORED + timedelta(1))
+        assert overlap.inserted_by_source == {"topsort": 2, "dfinery": 1}
+        assert (sink.direct_writes, sink.careful_writes) == (1, 1)
+        for n in range(CAREFUL_BATCHES_AFTER_CONFLICT - 1):
+            assert (await sink.write(batch(1000 + n, 1), STORED)).inserted == 1
+        assert sink.careful_writes == CAREFUL_BATCHES_AFTER_CONFLICT
+        await sink.write(batch(2000, 1), STORED)
+        assert sink.direct_writes == 2  # tried again once the careful stretch is over
+    rows = await pg_backend.rows()
+    assert len(rows) == 6 + 1 + CAREFUL_BATCHES_AFTER_CONFLICT
+    assert rows["ev-2"]["stored_at"] == STORED  # skipped, never updated
 
 
 @pytest.mark.postgres
