@@ -63,7 +63,7 @@ async def _one_run(dsn: str, port: int, events: list[CanonicalEvent], batch: int
     stored_at = datetime.now(UTC)
     try:
         if careful:
-            sink._careful_batches = len(events)  # noqa: SLF001 - force the careful way throughout
+            sink.write_carefully(len(events))
         client, server, wall = time.process_time(), _server_cpu_seconds(port), time.perf_counter()
         for start in range(0, len(events), batch):
             await sink.write(events[start : start + batch], stored_at)
@@ -75,7 +75,9 @@ async def _one_run(dsn: str, port: int, events: list[CanonicalEvent], batch: int
     batches = -(-len(events) // batch)
     expected = (0, batches) if careful else (batches, 0)
     if (sink.direct_writes, sink.careful_writes) != expected:
-        raise RuntimeError(f"unexpected write path: {sink.direct_writes} direct, {sink.careful_writes} careful")
+        raise RuntimeError(
+            f"unexpected write path: {sink.direct_writes} direct, {sink.careful_writes} careful"
+        )
     n = len(events)
     return Figures(n / wall, client / n * 1e6, server / n * 1e6)
 

@@ -124,6 +124,11 @@ class PostgresSink:
         except _UNAVAILABLE:  # TimeoutError is an OSError
             pool.terminate()  # a connection stuck on a dead server must not hold up shutdown
 
+    def write_carefully(self, batches: int) -> None:
+        """Take the careful way for the next `batches` writes, as after a conflict (when conflicts are
+        known to come, and for the bench's comparison of the two ways)."""
+        self._careful_batches = max(self._careful_batches, batches)
+
     async def write(self, events: Sequence[CanonicalEvent], stored_at: datetime) -> WriteResult:
         if stored_at.tzinfo is None:
             raise ValueError("stored_at must be timezone-aware")
