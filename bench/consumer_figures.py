@@ -1,6 +1,9 @@
-"""The consumers' figures: a topic pre-filled with the receiver's records is drained into a fresh
-`events` table by 1 and 2 consumer processes; stored events/s between the first and the last stored
-batch, CPU seconds per million events, and the row count checked at the end."""
+"""The consumers' figures: the receiver's records are drained into a fresh `events` table by 1 and 2
+consumer processes; stored events/s between the first and the last stored batch, CPU seconds per
+million events, and the row count checked at the end. The records are written once the group is
+settled (every consumer holds its share of the partitions): filled before, the first consumer to
+join drains alone until the rebalance, and the window measures the rebalance rather than the
+consumers."""
 
 from __future__ import annotations
 
@@ -37,6 +40,37 @@ def health_port(log: Path, deadline_s: float = 60.0) -> int:
     raise RuntimeError(f"consumer did not start: see {log}")
 
 
+def _assignments(log: Path) -> list[set[int]]:
+    """The partitions of each assignment the consumer logged, oldest first."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+        if "partitions_assigned" in line:
+            try:
+                found.append(set(json.loads(line)["partitions"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return found
+
+
+def settled(logs: list[Path], partitions: int) -> bool:
+    """Every consumer's latest assignment is in, and together they split all partitions exactly."""
+    latest = []
+    for log in logs:
+        assignments = _assignments(log)
+        if not assignments:
+            return False
+        latest.append(assignments[-1])
+    return sum(map(len, latest)) == partitions and set().union(*latest) == set(range(partitions))
+
+
+def wait_settled(logs: list[Path], partitions: int, deadline_s: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not settled(logs, partitions):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"consumer group did not settle: see {logs[0].parent}")
+        time.sleep(0.1)
+
+
 def stored(ports: list[int]) -> int:
     total = 0.0
     for port in ports:
@@ -64,8 +98,11 @@ def drain(
     timeout_s: float,
     profile_out: Path | None = None,
     on_started: Callable[[list[int]], None] | None = None,
+    fill: Callable[[], None] | None = None,
+    partitions: int = 0,
 ) -> dict[str, Any]:
-    """Runs `count` consumers until `expected` events are stored; rate over the steady part."""
+    """Runs `count` consumers until `expected` events are stored; rate over the steady part.
+    `fill` writes the records once the group has settled on `partitions`."""
     run_dir = logdir / f"consumers-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir()
     env = {**env, "EVENTPIPE_LOG_LEVEL": "info"}
@@ -74,6 +111,9 @@ def drain(
         pids = [w.pid for w in workers]
         if on_started is not None:
             on_started(ports)
+        if fill is not None:
+            wait_settled([run_dir / f"consumer-{i}.log" for i in range(count)], partitions)
+            fill()
         samples: list[Sample] = []
         spy = None
         deadline = time.monotonic() + timeout_s

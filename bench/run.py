@@ -42,7 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="length of each load measurement (default 10, quick 2)")
     p.add_argument("--connections", type=int, default=64, help="load client connections")
     p.add_argument(
-        "--events", type=int, help="events pre-filled for the consumer figures (default 600k, quick 100k)"
+        "--events", type=int, help="events pre-filled for the consumer figures (default 600k, quick 200k)"
     )
     p.add_argument("--only", default="limits,receiver,consumers,e2e", help="comma-separated parts to run")
     p.add_argument("--scenarios", help="comma-separated request kinds (default all)")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y-%m-%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
-    total_events = args.events or (100_000 if args.quick else 600_000)
+    total_events = args.events or (200_000 if args.quick else 600_000)
     fractions = [0.5, 0.9] if args.quick else [0.25, 0.5, 0.75, 0.9]
     parts = set(args.only.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
@@ -251,24 +251,29 @@ def _run(
 
     if "consumers" in parts:
         print("consumers", flush=True)
-        topic = f"bench.{tag}.prefill"
-        pre = settings.replace(raw_topic=topic, dlq_topic=topic + ".dlq")
-        asyncio.run(topics.ensure(pre))
-        n_records, n_bytes = asyncio.run(prefill(bootstrap, topic, mix.records(total_events)))
         expected = mix.event_count(total_events)
         print(
-            f"  pre-filled {n_records:,} records ({n_bytes / 1e6:,.0f} MB) holding {expected:,} events",
-            flush=True,
+            f"  each run fills its own topic with {expected:,} events once its group has settled", flush=True
         )
+        filled: list[tuple[int, int]] = []
         cons: dict[str, Any] = {}
         for kind, _ in sinks:
             for count in (1, 2):
                 url = _fresh_sink(kind, pg, workdir)
                 asyncio.run(consumer_figures.fresh_sink(url))
+                topic = f"bench.{tag}.fill.{kind}.x{count}"
+                asyncio.run(topics.ensure(settings.replace(raw_topic=topic, dlq_topic=topic + ".dlq")))
+
+                def fill(topic: str = topic) -> None:
+                    filled.append(asyncio.run(prefill(bootstrap, topic, mix.records(total_events))))
+
                 env = {**base_env, "EVENTPIPE_RAW_TOPIC": topic, "EVENTPIPE_DLQ_TOPIC": topic + ".dlq",
                        "EVENTPIPE_SINK": url, "EVENTPIPE_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}"}  # fmt: skip
                 prof = profile_dir / f"consumer-{kind}-x{count}.txt" if profile_dir and count == 1 else None
-                fig = consumer_figures.drain(env, count, expected, logdir, max(120.0, expected / 2000), prof)
+                fig = consumer_figures.drain(
+                    env, count, expected, logdir, max(120.0, expected / 2000), prof,
+                    fill=fill, partitions=settings.raw_partitions,
+                )  # fmt: skip
                 fig["rows"] = asyncio.run(consumer_figures.rows(url))
                 cons[f"{kind} x{count}"] = fig
                 if prof is not None and prof.exists():
@@ -281,6 +286,8 @@ def _run(
                     flush=True,
                 )
                 _drop_sink(kind, url, pg)
+        n_records, n_bytes = filled[0]
+        print(f"  each fill: {n_records:,} records ({n_bytes / 1e6:,.0f} MB)", flush=True)
         results["consumers"] = cons
 
     if "e2e" in parts:
