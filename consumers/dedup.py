@@ -5,7 +5,7 @@ once their batch is committed, so a failed write never turns fresh events into "
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from pipeline.canonical import CanonicalEvent
 
@@ -23,14 +23,17 @@ class RecentKeys:
     def __contains__(self, key: Key) -> bool:
         return key in self._keys
 
-    def split(self, events: Iterable[CanonicalEvent]) -> tuple[list[CanonicalEvent], list[CanonicalEvent]]:
-        """(fresh events, duplicates): a duplicate was stored recently or appears earlier in the batch."""
+    def split(
+        self, events: Iterable[CanonicalEvent], in_flight: Container[Key] = frozenset()
+    ) -> tuple[list[CanonicalEvent], list[CanonicalEvent]]:
+        """(fresh events, duplicates): a duplicate was stored recently, is in the batch being written
+        (`in_flight`, not remembered until its commit) or appears earlier in the batch."""
         fresh: list[CanonicalEvent] = []
         duplicates: list[CanonicalEvent] = []
         seen: set[Key] = set()
         for event in events:
             key = event.dedup_key()
-            if key in seen or key in self._keys:
+            if key in seen or key in self._keys or key in in_flight:
                 duplicates.append(event)
             else:
                 seen.add(key)

@@ -1,7 +1,11 @@
-"""The consumer worker: a member of the group on the raw topic. Per batch (bounded by count and time):
-decode → window → dedup → write (one transaction) → dead letters acknowledged → offsets committed.
-Nothing is committed past what is stored; a sink outage pauses the partitions and retries with a
-capped backoff; a rebalance or SIGTERM lets the batch in hand finish before partitions are released."""
+"""The consumer worker: a member of the group on the raw topic. Per batch (bounded by count, bytes and
+time): decode → window → dedup (prepared), then write (one transaction) → dead letters acknowledged →
+offsets committed (finished). Batches are pipelined: the next one is collected and prepared while the
+sink writes the one before, so the worker's CPU and the database's work overlap; batches still finish
+one at a time, in order. Nothing is committed past what is stored; a sink outage pauses the
+partitions and retries with a capped backoff; a rebalance or SIGTERM lets the batch in hand finish
+before partitions are released, and a batch prepared but not begun is dropped uncommitted (the
+partitions restart from the last commit)."""
 
 from __future__ import annotations
 
@@ -57,6 +61,21 @@ class Bounds:
 
     start: Mapping[TopicPartition, int]
     end: Mapping[TopicPartition, int]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch decoded and sorted, ready to write: what `_finish` needs, and the group generation it
+    was collected in (a batch from before a rebalance is dropped, not written)."""
+
+    records: Sequence[RawRecord]
+    generation: int
+    dead: Sequence[DeadRecord]
+    inside: list[CanonicalEvent]
+    outside: list[tuple[CanonicalEvent, str]]
+    fresh: list[CanonicalEvent]
+    duplicates: list[CanonicalEvent]
+    fresh_keys: frozenset[dedup.Key]
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,8 @@ class Worker:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._revoking = False
+        # Bumped when partitions are revoked: a batch prepared before then is not written.
+        self._generation = 0
         self._joined = False
         self._sink_reachable = False  # the probe's last answer
         # The last write failed (SinkUnavailable) and none has succeeded since. Only a write clears
@@ -202,6 +223,7 @@ class Worker:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._metrics.rebalances.labels("revoked").inc()
+        self._generation += 1
         self._revoking = True
         try:
             # Wait for the batch in hand: it is written and committed before the partitions go.
@@ -226,18 +248,49 @@ class Worker:
 
     async def run(self) -> None:
         """Until request_stop(), or for a bounded run until caught up (then `caught_up` is True)."""
+        if self._bounds is not None:
+            await self._run_bounded(self._bounds)
+            return
+        # The batch being written, and the task writing it: at most one at a time, so commits stay
+        # in order; the next batch is collected and prepared meanwhile.
+        writing: tuple[Prepared, asyncio.Task[bool]] | None = None
+        try:
+            while not self._stopping.is_set():
+                records = await self._collect()
+                if writing is None:
+                    if records:
+                        first = self._prepare(records, frozenset())
+                        writing = first, asyncio.create_task(self._finish(first), name="batch")
+                    await self._refresh_lag()
+                    continue
+                before, task = writing
+                # The batch being written counts for dedup only while it may still be stored: one
+                # prepared before a rebalance is dropped, and its events come again.
+                current = before.generation == self._generation
+                keys = before.fresh_keys if current else frozenset()
+                prepared = self._prepare(records, keys) if records else None
+                writing = None
+                if not await task:
+                    # Rewound to the abandoned batch, and to the one prepared after it: that was
+                    # fetched later, maybe from partitions the abandoned one does not hold.
+                    await self._retry_batch([*before.records, *records])
+                elif prepared is not None:
+                    writing = prepared, asyncio.create_task(self._finish(prepared), name="batch")
+                await self._refresh_lag()
+        finally:
+            if writing is not None:
+                await writing[1]  # the batch in hand is written and committed before the worker closes
+
+    async def _run_bounded(self, bounds: Bounds) -> None:
+        """One batch at a time: the end is judged from positions, which must not run ahead of what is
+        stored."""
         while not self._stopping.is_set():
             records = await self._collect()
-            if records:
-                async with self._lock:
-                    try:
-                        await self._process(records)
-                    except BatchAbandoned:
-                        log.warning("batch_abandoned", records=len(records))
-                        self._abandoned()
-                        await self._retry_batch(records)
+            if records and not await self._finish(self._prepare(records, frozenset())):
+                self._abandoned()
+                await self._retry_batch(records)
             await self._refresh_lag()
-            if self._bounds is not None and await self._reached_end(self._bounds):
+            if await self._reached_end(bounds):
                 self.caught_up = True
                 log.info("caught_up", group=self._group_id, batches=self.batches_committed)
                 return
@@ -306,14 +359,31 @@ class Worker:
                 break
         return records
 
-    async def _process(self, records: Sequence[RawRecord]) -> None:
-        m = self._metrics
-        m.batch_size.observe(len(records))
+    def _prepare(self, records: Sequence[RawRecord], in_flight_keys: frozenset[dedup.Key]) -> Prepared:
+        """The CPU part of a batch. `in_flight_keys`: the fresh keys of the batch being written, which
+        are not remembered until its commit."""
+        self._metrics.batch_size.observe(len(records))
         decoded = decode_records(records, self._formats)
         inside, outside = window.split(decoded.events, self._window)
-        fresh, duplicates = self._recent.split(inside)
-        result, unstorable = await self._write(fresh)
+        fresh, duplicates = self._recent.split(inside, in_flight_keys)
+        keys = frozenset(e.dedup_key() for e in fresh)
+        return Prepared(records, self._generation, decoded.dead, inside, outside, fresh, duplicates, keys)
 
+    async def _finish(self, batch: Prepared) -> bool:
+        """Write, acknowledge the dead letters, commit. False when the batch was abandoned: the caller
+        rewinds to it (the consumer's position is already past it)."""
+        async with self._lock:
+            if batch.generation != self._generation:
+                return True  # prepared before a rebalance: the partitions restart from the last commit
+            try:
+                await self._store(batch)
+            except BatchAbandoned:
+                log.warning("batch_abandoned", records=len(batch.records))
+                return False
+            return True
+
+    async def _store(self, batch: Prepared) -> None:
+        result, unstorable = await self._write(batch.fresh)
         letters = [
             deadletter.DeadLetter(
                 value=d.record.value or b"",
@@ -322,21 +392,23 @@ class Worker:
                 source=_header(d.record, "source") or "unknown",
                 origin=f"{d.record.topic}/{d.record.partition}/{d.record.offset}",
             )
-            for d in decoded.dead
+            for d in batch.dead
         ]
         letters += [
-            deadletter.for_event(e, reason, f"outside the window ({reason})") for e, reason in outside
+            deadletter.for_event(e, reason, f"outside the window ({reason})") for e, reason in batch.outside
         ]
         letters += [deadletter.for_event(e, "unstorable", detail) for e, detail in unstorable]
         await self._send_dead_letters(letters)
-        offsets = _next_offsets(records)
+        offsets = _next_offsets(batch.records)
         await self._commit(offsets)
         if self._bounds is not None:
             self._resume_at.update(offsets)
-        self._recent.remember(fresh)
+        self._recent.remember(batch.fresh)
         self.batches_committed += 1
         self._abandon_delay = self._retry.initial_seconds
-        self._count(decoded.dead, inside, outside, fresh, duplicates, result, unstorable)
+        self._count(
+            batch.dead, batch.inside, batch.outside, batch.fresh, batch.duplicates, result, unstorable
+        )
 
     async def _write(
         self, events: list[CanonicalEvent]

@@ -5,17 +5,22 @@ Kafka, the receiver and the sink are real."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from consumers.deadletter import DeadLetter
 from consumers.lookup import KafkaLookup
+from pipeline.record import RecordMeta
+from tests.corpus import restamp
 from tests.integration.conftest import Pipeline, row_count
+from tests.integration.test_pipeline import accepted_cases, personalize
 from tests.integration.traffic import post_clicks
 from tests.kafka_util import read_all, record_count
 from tests.waiting import wait_for
@@ -88,3 +93,75 @@ async def test_refused_dead_letters_block_the_commit_until_sent(pipeline: Pipeli
         assert await row_count(settings.sink) == 5
     finally:
         await lookup.close()
+
+
+class HeldDeadLetters(FailingDeadLetters):
+    """Refuses like FailingDeadLetters, but only once `release` is set: until then the batch stays
+    in the sink step while the worker fetches and prepares the next one."""
+
+    def __init__(self, send: Any) -> None:
+        super().__init__(send)
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, letters: Sequence[DeadLetter], dead_at: datetime) -> None:
+        if self.failing and letters:
+            self.holding.set()
+            await self.release.wait()
+            self.failing = False  # this refusal only: the retry goes through
+            self.refused += 1
+            raise KafkaConnectionError("injected: dead-letter topic unreachable")
+        await self._send(letters, dead_at)
+
+
+async def produce_click(producer: AIOKafkaProducer, topic: str, partition: int, at: datetime) -> None:
+    """One Topsort click request as the receiver writes it, onto a chosen partition."""
+    click = next(c for c in accepted_cases() if c.id == "topsort-spec-click")
+    case = personalize(restamp(click, at), uuid.uuid4().hex[:8])
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    meta = RecordMeta("topsort", "events", "demo", now_ms, uuid.uuid4().hex)
+    await producer.send_and_wait(topic, case.body, headers=meta.headers(), partition=partition)
+
+
+async def test_a_batch_prepared_behind_an_abandoned_one_is_fetched_again(pipeline: Pipeline) -> None:
+    """The worker prepares the next batch while one is in the sink step. When that one is abandoned,
+    the rewind must cover the next batch too: it may hold partitions the abandoned one does not, and
+    the consumer's position there is already past it."""
+    settings = pipeline.settings
+    worker = await pipeline.start_consumer()
+    held = HeldDeadLetters(worker._dlq.send_all)
+    worker._dlq.send_all = held  # type: ignore[method-assign]
+    registry = pipeline.metrics[-1].registry
+
+    def prepared() -> float:
+        return registry.get_sample_value("eventpipe_consumer_batch_records_count") or 0.0
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    lookup = KafkaLookup(settings.kafka_bootstrap)
+    await lookup.start()
+    try:
+        await produce_click(producer, settings.raw_topic, 0, datetime.now(UTC) - timedelta(hours=72))
+        await wait_for(held.holding.is_set, 30, "the late click's batch to reach its dead letter")
+        before = prepared()
+        for _ in range(3):
+            await produce_click(producer, settings.raw_topic, 1, datetime.now(UTC))
+        await wait_for(lambda: prepared() > before, 30, "the next batch (partition 1) to be prepared")
+        held.release.set()
+
+        async def stored_and_sent() -> bool:
+            return (
+                await row_count(settings.sink) == 3
+                and await record_count(settings.kafka_bootstrap, settings.dlq_topic) == 1
+            )
+
+        await wait_for(stored_and_sent, 30, "partition 1's clicks stored and the late click dead-lettered")
+
+        async def all_committed() -> bool:
+            return sum((await committed(pipeline, lookup)).values()) == 4
+
+        await wait_for(all_committed, 30, "the offsets of all four records to be committed")
+        assert held.refused == 1
+    finally:
+        await lookup.close()
+        await producer.stop()
