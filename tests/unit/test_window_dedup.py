@@ -92,6 +92,17 @@ def test_dedup_within_batch_and_after_remember() -> None:
     assert [e.event_id for e in dups2] == ["a"]
 
 
+def test_dedup_counts_the_batch_being_written() -> None:
+    keys = RecentKeys(capacity=10)
+    writing = [event(timedelta(0), event_id="a")]
+    in_flight = frozenset(e.dedup_key() for e in writing)
+    fresh, dups = keys.split(
+        [event(timedelta(0), event_id="a"), event(timedelta(0), event_id="b")], in_flight
+    )
+    assert ([e.event_id for e in fresh], [e.event_id for e in dups]) == (["b"], ["a"])
+    assert len(keys) == 0  # nothing remembered: the batch being written may still fail
+
+
 def test_dedup_key_includes_type_and_source() -> None:
     keys = RecentKeys(capacity=10)
     keys.remember([event(timedelta(0), event_id="a")])
