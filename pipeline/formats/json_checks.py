@@ -9,11 +9,12 @@ numbers; the consumer reads fields it keeps as they are, through floats) or with
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from itertools import accumulate, repeat
 from typing import Any
+
+import msgspec
 
 from pipeline.formats.base import Problem, Rejection
 
@@ -30,21 +31,59 @@ _KEY_ECHO_LIMIT = 64
 _SHORT_NUMBER = 64
 
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes and all
-_NOT_A_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
-_STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # an opening bracket 2, a closing one 0; minus 1 each
+# Quotes, brackets and colons: all of a body's structure that the depth and the member count need.
+_NOT_A_MARK = bytes(sorted(set(range(256)) - set(b'[]{}":')))
+# One kind of bracket suffices: the schema decode accepted the body, so its brackets match.
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_STEP = bytes.maketrans(b"[]", b"\x02\x00")  # an opening bracket 2, a closing one 0; minus 1 each
+_DIGIT = bytes.maketrans(b"0123456789", b"\x01" * 10)
+# Only an integer longer than _SHORT_NUMBER can be out of range (and only one that long is parsed).
+_LONG_DIGIT_RUN = b"\x01" * (_SHORT_NUMBER + 1)
+
+
+def _marks(body: bytes) -> bytes:
+    """The body's quotes, colons and brackets (as [ and ]), with escaped quotes and backslashes gone so
+    that every quote left opens or closes a string."""
+    if b"\\" in body:
+        # Backslashes occur only in strings, where a run of them pairs up from its left as replace()
+        # scans; a backslash left before a quote escapes it.
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return body.translate(_SQUARE, _NOT_A_MARK)
+
+
+def _too_deep(marks: bytes, limit: int) -> bool:
+    if marks.count(b"[") <= limit:
+        return False  # the usual case: too few brackets in all, quoted ones included
+    nesting = marks.translate(None, b":")
+    if nesting.count(b'"') == 2 * nesting.count(b'""'):
+        nesting = nesting.translate(None, b'"')  # no string holds a bracket: counting is cheaper than split
+    else:
+        nesting = b"".join(nesting.split(b'"')[::2])
+    return _height_exceeds(nesting, limit)
+
+
+def _height_exceeds(nesting: bytes, limit: int) -> bool:
+    """Whether matched brackets nest deeper than `limit`. Each replace() drops the innermost pairs, one
+    level; while that halves the text (bushy documents) it costs less than a Python step per bracket."""
+    while nesting:
+        if limit <= 0:
+            return True
+        shorter = nesting.replace(b"[]", b"")
+        limit -= 1
+        if 2 * len(shorter) > len(nesting):  # a deep chain: one pass per level would be quadratic
+            steps = map(int.__sub__, shorter.translate(_STEP), repeat(1))
+            return max(accumulate(steps, initial=0)) > limit
+        nesting = shorter
+    return False
 
 
 def depth_exceeds(body: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Whether arrays and objects nest deeper than `limit`, strings aside."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False  # the usual case: too few brackets in all, quoted ones included
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_A_BRACKET)
-    return bool(brackets) and max(accumulate(map(int.__sub__, brackets.translate(_STEP), repeat(1)))) > limit
+    """Whether arrays and objects nest deeper than `limit`, strings aside. Only for parsed JSON."""
+    return _too_deep(_marks(body), limit)
 
 
 class _Offence(Exception):
-    """Stops the fast pass at the first offence; the slow pass then finds where it is."""
+    """Stops the exact pass at the first offence; the slow pass then finds where it is."""
 
 
 def exponent_in_range(amount: Decimal) -> bool:
@@ -65,10 +104,37 @@ def _number_in_range(text: str) -> bool:
     return exponent_in_range(number) and abs(number) <= DOUBLE_MAX
 
 
+def _floats_in_range(floats: list[str]) -> bool:
+    joined = "".join(floats)
+    if "e" not in joined and "E" not in joined and max(map(len, floats), default=0) <= _SHORT_NUMBER:
+        return True  # what nearly every body holds, found without a Python call per number
+    return all(map(_number_in_range, floats))
+
+
+def _surely_clean(body: bytes, marks: bytes) -> bool:
+    """True only if the body holds no duplicate key and no number out of range; False when unsure.
+    Cheap because it makes no Python call per object or number: msgspec parses, C counts."""
+    if _LONG_DIGIT_RUN in body.translate(_DIGIT):
+        return False  # an integer msgspec hands over as an int, its text gone (or digits in a string)
+    floats: list[str] = []
+    try:
+        tree = msgspec.json.Decoder(float_hook=floats.append).decode(body)  # dicts keep the last of a key
+        kept = msgspec.json.encode(tree).count(b":")
+    except (msgspec.DecodeError, RecursionError):
+        return False  # msgspec refuses texts the stdlib parser reads: lone surrogates, 5,000-digit numbers
+    if not _floats_in_range(floats):
+        return False
+    if b"\\" in body and (b"\\u003a" in body or b"\\u003A" in body):
+        return False  # an escaped colon decodes to a real one: the counts below would not match
+    # Each member has one colon outside strings and strings keep theirs: a key named twice makes the
+    # re-encoded tree at least one colon short of the body.
+    return kept == marks.count(b":")
+
+
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
     if len(pairs) > 1 and len(dict(pairs)) != len(pairs):  # dict() runs in C: the cheapest count of keys
         raise _Offence
-    return None  # nothing is kept: the fast pass only looks
+    return None  # nothing is kept: the exact pass only looks
 
 
 def _number(text: str) -> None:
@@ -80,8 +146,16 @@ def check(body: bytes) -> None:
     """Raises Rejection(INVALID) naming the path of a duplicate key or out-of-range number (an object is
     looked at before what it holds, siblings in document order).
     Only for bodies the schema decode has accepted (valid UTF-8 JSON without NaN or Infinity)."""
-    if depth_exceeds(body):
+    marks = _marks(body)
+    if _too_deep(marks, MAX_DEPTH):
         raise Rejection(Problem.MALFORMED, f"JSON is nested too deeply (more than {MAX_DEPTH} levels)")
+    if not _surely_clean(body, marks):
+        _check_exactly(body)
+
+
+def _check_exactly(body: bytes) -> None:
+    """The stdlib parser with a Python call per object and number: slow, but it decides every body the
+    cheap pass is unsure of, the same way whichever way it was unsure."""
     try:
         json.loads(body, object_pairs_hook=_unique_pairs, parse_int=_number, parse_float=_number)
     except _Offence:
