@@ -32,13 +32,14 @@ log = structlog.get_logger("eventpipe.receiver")
 RETRY_AFTER_SECONDS = 1
 MAX_REQUEST_ID = 64
 
-Authenticator = Callable[[TenantDirectory, web.Request], str]
+Authenticator = Callable[["ReceiverState", web.Request], str]
 
 AUTHENTICATORS: Mapping[str, Authenticator] = {
-    "topsort": lambda tenants, req: auth.by_bearer_key(tenants, req.headers),
-    "dfinery": lambda tenants, req: auth.by_bearer_key(tenants, req.headers),
-    "retailrocket": lambda tenants, req: auth.by_retailrocket_query(tenants, req.query),
-    "impression": lambda tenants, req: auth.by_jwt(tenants, req.headers, req.query),
+    "topsort": lambda state, req: auth.by_bearer_key(state.tenants, req.headers),
+    "dfinery": lambda state, req: auth.by_bearer_key(state.tenants, req.headers),
+    "retailrocket": lambda state, req: auth.by_retailrocket_query(state.tenants, req.query),
+    # PyJWT checks exp against the wall clock, and so does the verifier's memory of tokens.
+    "impression": lambda state, req: state.jwt.tenant(req.headers, req.query, time.time()),
 }
 
 
@@ -51,6 +52,7 @@ class ReceiverState:
     producer: RecordProducer
     clock: Clock
     limiter: RateLimiter
+    jwt: auth.JwtVerifier
     draining: bool = False
 
 
@@ -78,6 +80,7 @@ def create_app(
         producer=RecordProducer(settings, metrics),
         clock=clock,
         limiter=limiter or RateLimiter.local(LimitTable.build(settings, tenants), clock.monotonic()),
+        jwt=auth.JwtVerifier(tenants),
     )
     app[STATE] = state
     formats = all_formats()
@@ -154,7 +157,7 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
             try:
                 if state.draining:
                     raise Rejection(Problem.UNAVAILABLE, "shutting down", retry_after=RETRY_AFTER_SECONDS)
-                tenant = authenticate(state.tenants, request)
+                tenant = authenticate(state, request)
                 # Before the body is read: a tenant over its limit costs no bandwidth or decoding.
                 allowed, retry_after = state.limiter.acquire(
                     (tenant, source, _site(source, request)), state.clock.monotonic()

@@ -227,3 +227,56 @@ def test_time_claims_with_a_small_leeway(
         assert by_jwt(token) == "shop-a"
     else:
         assert refusal(by_jwt, token).message == message
+
+
+# --- the verifier's memory of tokens -------------------------------------------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = auth.JwtVerifier(DIRECTORY)
+    now = time.time()
+    token = jwt.encode(claims(exp=int(now) + 60), SECRET, algorithm="HS256")
+    assert verifier.tenant(bearer(token), {}, now) == "shop-a"
+
+    def no_pyjwt(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a remembered token is verified again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(jwt, "decode", no_pyjwt)
+        patched.setattr(jwt, "get_unverified_header", no_pyjwt)
+        # in the query or the header alike, until just before exp + the leeway
+        assert verifier.tenant({}, {"token": token}, now + 60 + LEEWAY - 1) == "shop-a"
+        # from then on it is forgotten, and PyJWT decides again
+        with pytest.raises(AssertionError, match="verified again"):
+            verifier.tenant(bearer(token), {}, now + 60 + LEEWAY)
+    assert len(verifier) == 0
+
+
+def test_expiry_past_the_leeway_is_refused_by_pyjwt_with_its_message() -> None:
+    verifier = auth.JwtVerifier(DIRECTORY)
+    issued = int(time.time()) - 3 * LEEWAY
+    token = jwt.encode(claims(iat=issued, exp=issued + LEEWAY), SECRET, algorithm="HS256")
+    # expired LEEWAY s ago: PyJWT, at the real time, refuses it; the verifier never remembered it
+    assert refusal(verifier.tenant, bearer(token), {}, time.time()).message == "jwt expired"
+    assert len(verifier) == 0
+
+
+def test_refusals_are_never_remembered() -> None:
+    verifier = auth.JwtVerifier(DIRECTORY)
+    forged_token = forged({"alg": "HS256", "typ": "JWT"}, claims(), "not-the-secret")
+    for _ in range(2):
+        assert refusal(verifier.tenant, bearer(forged_token), {}, time.time()).message == "invalid signature"
+    assert refusal(verifier.tenant, {}, {}, time.time()).message == "No authorization token was found"
+    assert len(verifier) == 0
+
+
+def test_the_memory_is_bounded_oldest_first() -> None:
+    verifier = auth.JwtVerifier(DIRECTORY, capacity=3)
+    tokens = [jwt.encode(claims(jti=str(n)), SECRET, algorithm="HS256") for n in range(5)]
+    for token in tokens:
+        assert verifier.tenant(bearer(token), {}, time.time()) == "shop-a"
+    assert len(verifier) == 3
