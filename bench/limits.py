@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from bench import procs, wrk
+from bench.cpu import CpuMeter
 from bench.payloads import Scenario
 from consumers.sinks.postgres import PostgresSink
 from consumers.sinks.schema import SQLITE_INSERT, postgres_row, sqlite_row, sqlite_time
@@ -32,10 +33,16 @@ def l_http(
     scenarios: list[Scenario], workers: int, seconds: float, connections: int, logdir: Path
 ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    with procs.noop_server(workers, logdir) as (url, _server):
+    with procs.noop_server(workers, logdir) as (url, server):
         for scenario in scenarios:
+            meter = CpuMeter([server.pid]).start()
             res = wrk.run(url, scenario, seconds, connections=connections)
-            out[scenario.name] = {**res.as_dict(), "events_per_s": res.rps * scenario.events}
+            cpu = meter.stop()
+            out[scenario.name] = {
+                **res.as_dict(),
+                "events_per_s": res.rps * scenario.events,
+                "server_cpu_us_per_request": cpu / res.ok * 1e6 if res.ok else None,
+            }
             print(
                 f"  L_http {scenario.name}: {res.rps:,.0f} req/s (client CPU {res.client_cpu_share:.0%} of a core)"
             )

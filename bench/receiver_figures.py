@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench import procs, profile, wrk
 from bench.cpu import CpuMeter, per_million
 from bench.payloads import Scenario
+from bench.services import Broker
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> int:
@@ -36,7 +37,7 @@ def records_in(bootstrap: str, topic: str) -> int:
 
 def measure(
     env: dict[str, str],
-    bootstrap: str,
+    broker: Broker,
     topic: str,
     scenarios: list[Scenario],
     workers: int,
@@ -46,6 +47,7 @@ def measure(
     logdir: Path,
     profile_dir: Path | None,
 ) -> dict[str, dict[str, Any]]:
+    bootstrap = broker.bootstrap
     out: dict[str, dict[str, Any]] = {}
     with procs.receiver(env, workers, logdir) as (url, proc):
         for i, scenario in enumerate(scenarios):
@@ -54,8 +56,10 @@ def measure(
                 wrk.run(url, scenario, 2, connections=connections)
             before = records_in(bootstrap, topic)
             meter = CpuMeter([proc.pid]).start()
+            broker_meter = CpuMeter([broker.pid] if broker.pid else []).start()
             top = wrk.run(url, scenario, seconds, connections=connections)
             cpu = meter.stop()
+            broker_cpu = broker_meter.stop() if broker.pid else None
             durable = records_in(bootstrap, topic) - before
             events = top.ok * scenario.events
             size = len(scenario.body())
@@ -66,6 +70,9 @@ def measure(
                 "record_bytes": size,
                 "receiver_cpu_s": round(cpu, 2),
                 "receiver_cpu_s_per_m_events": per_million(cpu, events),
+                "receiver_cpu_us_per_request": cpu / top.ok * 1e6 if top.ok else None,
+                "broker_cpu_us_per_request": broker_cpu / top.ok * 1e6 if broker_cpu and top.ok else None,
+                "client_cpu_us_per_request": top.client_cpu_s / top.ok * 1e6 if top.ok else None,
                 "records_durable": durable,
                 "durable_ok": durable >= top.ok,
                 "curve": [],

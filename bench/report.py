@@ -103,6 +103,39 @@ def targets(results: dict[str, Any], r: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def single_event_budget(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per single-event request kind, the CPU microseconds one request costs each process on the path
+    (the no-op server for comparison; the receiver, the broker and the load client for real) and the
+    cores that the target rate, RECEIVER_SINGLE_SHARE × L_http, would take at those costs, and would
+    take if the receiver cost no more than the no-op handler (the floor). A floor above the machine's
+    cores means no aiohttp receiver that writes each request to this broker can reach the target here."""
+    http = results.get("limits", {}).get("L_http", {})
+    rows = []
+    for name, fig in results.get("receiver", {}).items():
+        if fig.get("batched") or name not in http:
+            continue
+        noop = http[name].get("server_cpu_us_per_request")
+        costs = [fig.get(k) for k in ("receiver_cpu_us_per_request", "broker_cpu_us_per_request")]
+        client = fig.get("client_cpu_us_per_request")
+        target_rps = RECEIVER_SINGLE_SHARE * http[name]["rps"]
+        known = [c for c in (*costs, client) if c is not None]
+        rows.append(
+            {
+                "request": name,
+                "noop_us": noop,
+                "receiver_us": costs[0],
+                "broker_us": costs[1],
+                "client_us": client,
+                "receiver_over_noop": _ratio(costs[0], noop),
+                "target_rps": target_rps,
+                "cores_needed": target_rps * sum(known) / 1e6 if known else None,
+                # A receiver that cost no more than the no-op handler, with the same broker and client.
+                "cores_floor": target_rps * sum(c for c in (noop, costs[1], client) if c is not None) / 1e6,
+            }
+        )
+    return rows
+
+
 def _f(v: Any, digits: int = 0) -> str:
     if v is None:
         return "—"
@@ -157,9 +190,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_f(half.get('p50_ms'), 1)} / {_f(half.get('p99_ms'), 1)} | {_f(ninety.get('p50_ms'), 1)} / {_f(ninety.get('p99_ms'), 1)} | "
             f"{_f(fig['receiver_cpu_s_per_m_events'], 1)} | {_f(fig['durable_ok'])} ({fig['records_durable']:,} records) |"
         )
+    budget = results.get("single_event_budget") or []
+    if budget:
+        lines += [
+            "",
+            f"### Single-event requests: CPU µs per request, and the cores {RECEIVER_SINGLE_SHARE} × L_http would take",
+            "",
+            "| request | no-op server | receiver | receiver ÷ no-op | broker | load client | "
+            f"{RECEIVER_SINGLE_SHARE} × L_http req/s | cores needed (of {meta['cpus']}) | floor: receiver at no-op cost |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for b in budget:
+            lines.append(
+                f"| {b['request']} | {_f(b['noop_us'])} | {_f(b['receiver_us'])} | {_f(b['receiver_over_noop'], 1)} | "
+                f"{_f(b['broker_us'])} | {_f(b['client_us'])} | {_f(b['target_rps'])} | {_f(b['cores_needed'], 2)} | "
+                f"{_f(b['cores_floor'], 2)} |"
+            )
     lines += [
         "",
-        "### Consumers (stored events/s, topic pre-filled with full batches of the three batching vendors)",
+        "### Consumers (stored events/s; each run's records written once its group has settled: full batches of the three batching vendors)",
         "",
         "| sink × processes | events/s | ÷ limit | CPU-s / M events | all rows stored |",
         "| --- | --- | --- | --- | --- |",

@@ -109,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"eventpipe bench ({'quick' if args.quick else 'full'}), work dir {workdir}", flush=True)
     try:
-        with services.kafka(args.kafka, workdir) as bootstrap, services.postgres(args.pg, args.no_pg) as pg:
+        with services.kafka(args.kafka, workdir) as broker, services.postgres(args.pg, args.no_pg) as pg:
             results["meta"]["kafka"] = "given" if args.kafka else "private broker"
             results["meta"]["postgres"] = pg.note if pg else "skipped"
             _run(
                 args,
                 parts,
                 results,
-                bootstrap,
+                broker,
                 pg,
                 workdir,
                 logdir,
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["ratios"] = report.ratios(results)
+    results["single_event_budget"] = report.single_event_budget(results)
     results["targets"] = report.targets(results, results["ratios"])
     results["client_check"] = _client_check(results)
     results["meta"]["took_s"] = round(time.monotonic() - began, 1)
@@ -166,7 +167,7 @@ def _run(
     args: argparse.Namespace,
     parts: set[str],
     results: dict[str, Any],
-    bootstrap: str,
+    broker: services.Broker,
     pg: services.Postgres | None,
     workdir: Path,
     logdir: Path,
@@ -175,6 +176,7 @@ def _run(
     total_events: int,
     fractions: list[float],
 ) -> None:
+    bootstrap = broker.bootstrap
     tag = uuid.uuid4().hex[:8]
     tenants_file = write_tenants(workdir / "tenants.toml")
     all_scenarios = scenarios()
@@ -228,7 +230,7 @@ def _run(
     if "receiver" in parts:
         print("receiver", flush=True)
         results["receiver"] = receiver_figures.measure(
-            base_env, bootstrap, settings.raw_topic, chosen, args.workers, seconds, args.connections,
+            base_env, broker, settings.raw_topic, chosen, args.workers, seconds, args.connections,
             fractions, logdir, profile_dir,
         )  # fmt: skip
         single = next((s for s in chosen if not s.batched), None)

@@ -39,17 +39,24 @@ def free_port(pair: bool = False) -> int:
     raise RuntimeError("no free port pair found")
 
 
+@dataclass(frozen=True)
+class Broker:
+    bootstrap: str
+    pid: int | None  # the private broker's process, for its CPU accounting; a given one may be anywhere
+
+
 @contextlib.contextmanager
-def kafka(given: str | None, workdir: Path) -> Iterator[str]:
-    """The bootstrap address of the broker the run uses."""
+def kafka(given: str | None, workdir: Path) -> Iterator[Broker]:
+    """The broker the run uses."""
     if given:
-        yield given
+        yield Broker(given, None)
         return
     port = free_port(pair=True)
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=str(workdir), kafka_heap="1g")
     print(f"  {kafka_local.start(settings)}", flush=True)
+    pid = kafka_local.read_pid(kafka_local.Layout.from_settings(settings))
     try:
-        yield settings.kafka_bootstrap
+        yield Broker(settings.kafka_bootstrap, pid)
     finally:
         with contextlib.suppress(kafka_local.KafkaLocalError):
             kafka_local.stop(settings)
