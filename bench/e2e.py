@@ -16,10 +16,11 @@ from typing import Any
 import asyncpg
 
 from bench import procs, wrk
-from bench.consumer_figures import health_port, stored
+from bench.consumer_figures import health_port, stored, wait_settled
 from bench.cpu import per_million, tree_cpu_seconds
 from bench.payloads import Scenario
 
+LATENCY_SECONDS = 10.0
 _E2E_BUCKET = re.compile(r'^eventpipe_end_to_end_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} ([0-9.e+]+)$', re.M)
 
 
@@ -98,6 +99,7 @@ def measure(
     seconds: float,
     connections: int,
     logdir: Path,
+    partitions: int,
 ) -> dict[str, Any]:
     import asyncio
 
@@ -109,7 +111,7 @@ def measure(
         procs.consumers(consumer_env, consumers, run_dir) as workers_,
     ):
         ports = [health_port(run_dir / f"consumer-{i}.log") for i in range(consumers)]
-        time.sleep(2)  # group join and partition assignment
+        wait_settled([run_dir / f"consumer-{i}.log" for i in range(consumers)], partitions)
         # Maximum: closed loop, unique ids.
         wrk.run(url, scenario, 1, connections=connections, unique=True)
         _wait_stored(ports, 1, 30)
@@ -150,7 +152,10 @@ def measure(
         since = datetime.now().astimezone()
         hist0 = _e2e_histogram(ports)
         base = stored(ports)
-        paced = wrk.run(url, scenario, seconds, connections=connections, rate=rate, unique=True)
+        # A p99 needs a few thousand requests behind it: at least LATENCY_SECONDS, even in a quick run.
+        paced = wrk.run(
+            url, scenario, max(seconds, LATENCY_SECONDS), connections=connections, rate=rate, unique=True
+        )
         _wait_stored(ports, base + paced.ok * scenario.events, 60)
         hist1 = _e2e_histogram(ports)
     if sink_url.startswith("sqlite:///"):

@@ -304,8 +304,9 @@ def _run(
                "EVENTPIPE_SINK": url, "EVENTPIPE_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}"}  # fmt: skip
         named = by_name(all_scenarios)
         res = e2e.measure(
-            env, env, url, named["topsort-batch"], args.workers, 2, seconds * 2, args.connections, logdir
-        )
+            env, env, url, named["topsort-batch"], args.workers, 2, seconds * 2, args.connections, logdir,
+            settings.raw_partitions,
+        )  # fmt: skip
         res["sink"] = kind
         results["e2e"] = res
         _drop_sink(kind, url, pg)
