@@ -47,7 +47,7 @@ class BatchAbandoned(Exception):
 @dataclass(frozen=True)
 class BatchPolicy:
     max_records: int = 2000
-    max_wait_ms: int = 100
+    max_wait_ms: int = 25
     # One request may hold 200 events: a count of records alone lets a batch (one transaction, and
     # the memory of its rows) grow a hundredfold. The byte bound keeps it near a fixed event count.
     max_bytes: int = 4 * 1024 * 1024
