@@ -25,28 +25,29 @@ class RecentKeys:
 
     def split(
         self, events: Iterable[CanonicalEvent], in_flight: Container[Key] = frozenset()
-    ) -> tuple[list[CanonicalEvent], list[CanonicalEvent]]:
-        """(fresh events, duplicates): a duplicate was stored recently, is in the batch being written
-        (`in_flight`, not remembered until its commit) or appears earlier in the batch."""
+    ) -> tuple[list[CanonicalEvent], list[CanonicalEvent], set[Key]]:
+        """(fresh events, duplicates, the fresh events' keys): a duplicate was stored recently, is in
+        the batch being written (`in_flight`, not remembered until its commit) or appears earlier in
+        the batch. The keys are what `remember` takes once the batch is committed: built once."""
         fresh: list[CanonicalEvent] = []
         duplicates: list[CanonicalEvent] = []
         seen: set[Key] = set()
+        known = self._keys
         for event in events:
-            key = event.dedup_key()
-            if key in seen or key in self._keys or key in in_flight:
+            key = (event.tenant, event.source, event.event_type, event.event_id)  # dedup_key(), inlined
+            if key in seen or key in known or key in in_flight:
                 duplicates.append(event)
             else:
                 seen.add(key)
                 fresh.append(event)
-        return fresh, duplicates
+        return fresh, duplicates, seen
 
-    def remember(self, events: Iterable[CanonicalEvent]) -> None:
+    def remember(self, keys: Iterable[Key]) -> None:
         if self._capacity == 0:
             return
-        keys = self._keys
-        for event in events:
-            key = event.dedup_key()
-            keys[key] = None
-            keys.move_to_end(key)
-        while len(keys) > self._capacity:
-            keys.popitem(last=False)
+        known = self._keys
+        for key in keys:
+            known[key] = None
+            known.move_to_end(key)
+        while len(known) > self._capacity:
+            known.popitem(last=False)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -75,7 +75,7 @@ class Prepared:
     outside: list[tuple[CanonicalEvent, str]]
     fresh: list[CanonicalEvent]
     duplicates: list[CanonicalEvent]
-    fresh_keys: frozenset[dedup.Key]
+    fresh_keys: set[dedup.Key]
 
 
 @dataclass(frozen=True)
@@ -359,14 +359,13 @@ class Worker:
                 break
         return records
 
-    def _prepare(self, records: Sequence[RawRecord], in_flight_keys: frozenset[dedup.Key]) -> Prepared:
+    def _prepare(self, records: Sequence[RawRecord], in_flight_keys: Container[dedup.Key]) -> Prepared:
         """The CPU part of a batch. `in_flight_keys`: the fresh keys of the batch being written, which
         are not remembered until its commit."""
         self._metrics.batch_size.observe(len(records))
         decoded = decode_records(records, self._formats)
         inside, outside = window.split(decoded.events, self._window)
-        fresh, duplicates = self._recent.split(inside, in_flight_keys)
-        keys = frozenset(e.dedup_key() for e in fresh)
+        fresh, duplicates, keys = self._recent.split(inside, in_flight_keys)
         return Prepared(records, self._generation, decoded.dead, inside, outside, fresh, duplicates, keys)
 
     async def _finish(self, batch: Prepared) -> bool:
@@ -403,7 +402,7 @@ class Worker:
         await self._commit(offsets)
         if self._bounds is not None:
             self._resume_at.update(offsets)
-        self._recent.remember(batch.fresh)
+        self._recent.remember(batch.fresh_keys)
         self.batches_committed += 1
         self._abandon_delay = self._retry.initial_seconds
         self._count(

@@ -81,13 +81,14 @@ def test_dedup_within_batch_and_after_remember() -> None:
         event(timedelta(0), event_id="a"),
         event(timedelta(0), event_id="b"),
     ]
-    fresh, dups = keys.split(batch)
+    fresh, dups, fresh_keys = keys.split(batch)
     assert [e.event_id for e in fresh] == ["a", "b"]
     assert [e.event_id for e in dups] == ["a"]
+    assert fresh_keys == {e.dedup_key() for e in fresh}
     # not remembered until the batch is committed: a retry after a failed write is not a duplicate
     assert keys.split(fresh)[1] == []
-    keys.remember(fresh)
-    fresh2, dups2 = keys.split([event(timedelta(0), event_id="a"), event(timedelta(0), event_id="c")])
+    keys.remember(fresh_keys)
+    fresh2, dups2, _ = keys.split([event(timedelta(0), event_id="a"), event(timedelta(0), event_id="c")])
     assert [e.event_id for e in fresh2] == ["c"]
     assert [e.event_id for e in dups2] == ["a"]
 
@@ -96,7 +97,7 @@ def test_dedup_counts_the_batch_being_written() -> None:
     keys = RecentKeys(capacity=10)
     writing = [event(timedelta(0), event_id="a")]
     in_flight = frozenset(e.dedup_key() for e in writing)
-    fresh, dups = keys.split(
+    fresh, dups, _ = keys.split(
         [event(timedelta(0), event_id="a"), event(timedelta(0), event_id="b")], in_flight
     )
     assert ([e.event_id for e in fresh], [e.event_id for e in dups]) == (["b"], ["a"])
@@ -105,8 +106,8 @@ def test_dedup_counts_the_batch_being_written() -> None:
 
 def test_dedup_key_includes_type_and_source() -> None:
     keys = RecentKeys(capacity=10)
-    keys.remember([event(timedelta(0), event_id="a")])
-    fresh, _ = keys.split(
+    keys.remember([event(timedelta(0), event_id="a").dedup_key()])
+    fresh, _, _ = keys.split(
         [
             event(timedelta(0), event_id="a", event_type="impression"),
             event(timedelta(0), source="dfinery", event_id="a"),
@@ -118,7 +119,7 @@ def test_dedup_key_includes_type_and_source() -> None:
 def test_dedup_memory_is_bounded() -> None:
     keys = RecentKeys(capacity=100)
     for i in range(10):
-        keys.remember([event(timedelta(0), event_id=f"{i}-{j}") for j in range(50)])
+        keys.remember([event(timedelta(0), event_id=f"{i}-{j}").dedup_key() for j in range(50)])
     assert len(keys) == 100
     # the oldest were evicted, the newest kept
     assert ("t", "topsort", "click", "0-0") not in keys
