@@ -23,10 +23,17 @@ class WindowPolicy:
 
 def verdict(event: CanonicalEvent, policy: WindowPolicy) -> str | None:
     """None when the event is inside the window, else "late" or "future"."""
-    age = event.received_at - event.occurred_at
-    if age > policy.max_age(event.source):
+    return _verdict(
+        event.received_at - event.occurred_at,
+        policy.max_age(event.source),
+        timedelta(seconds=policy.future_skew_seconds),
+    )
+
+
+def _verdict(age: timedelta, max_age: timedelta, future_skew: timedelta) -> str | None:
+    if age > max_age:
         return "late"
-    if -age > timedelta(seconds=policy.future_skew_seconds):
+    if -age > future_skew:
         return "future"
     return None
 
@@ -37,8 +44,14 @@ def split(
     """(events inside the window, [(event, "late" | "future"), ...])."""
     inside: list[CanonicalEvent] = []
     outside: list[tuple[CanonicalEvent, str]] = []
+    # The bounds per source, built once per batch rather than once per event.
+    max_ages: dict[str, timedelta] = {}
+    future_skew = timedelta(seconds=policy.future_skew_seconds)
     for event in events:
-        reason = verdict(event, policy)
+        max_age = max_ages.get(event.source)
+        if max_age is None:
+            max_age = max_ages[event.source] = policy.max_age(event.source)
+        reason = _verdict(event.received_at - event.occurred_at, max_age, future_skew)
         if reason is None:
             inside.append(event)
         else:
