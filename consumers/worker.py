@@ -483,9 +483,18 @@ class Worker:
             self._metrics.dead_letters.labels(letter.source, letter.reason).inc()
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        # A batch collected across a rebalance may hold records of partitions since given to another
+        # member. aiokafka refuses a commit naming one (IllegalStateError) and commits none of the
+        # others: the last batch before the load stopped would leave its partitions' lag for good.
+        # The partitions still ours are committed; the others' new owner re-reads from their last
+        # commit, and the sink's key absorbs what this batch stored.
+        assigned = self._consumer.assignment()
+        owned = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items() if tp in assigned}
+        if not owned:
+            return
         began = time.perf_counter()
         try:
-            await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+            await self._consumer.commit(owned)
         except (CommitFailedError, KafkaError) as exc:
             # The group moved on (rebalance): the new owner re-reads from the last commit and dedup
             # absorbs what this batch stored.
