@@ -15,7 +15,6 @@ from bench.cpu import CpuMeter, per_million
 from bench.payloads import Scenario
 from bench.services import Broker
 
-
 FIRST_WARMUP_SECONDS = 8.0
 
 
