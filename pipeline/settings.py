@@ -65,9 +65,10 @@ class Settings:
     batch_max_bytes: int = _setting(
         4 * 1024 * 1024, "consumer batch bound: record bytes (bounds events per transaction)"
     )
-    # 25 ms halves request-to-row p50 against 100 ms at 20k events/s (38 vs 92 ms, p99 125 vs 181) for
-    # three times the transactions, and costs no throughput: at saturation batches fill by size first
-    # (python -m bench.sweep batch_max_wait_ms 100,50,25,10 --only e2e; docs/PERFORMANCE.md).
+    # 25 ms against 100: request-to-row p50 68 vs 102 ms at a steady 20k events/s (p99 293 vs 277,
+    # within the run-to-run noise) for twice the transactions (python -m bench.steady), and no
+    # throughput lost: at saturation batches fill by size first (python -m bench.sweep
+    # batch_max_wait_ms 100,50,25,10 --only e2e; docs/PERFORMANCE.md).
     batch_max_wait_ms: int = _setting(25, "consumer batch bound: time (part of request-to-row latency)")
     dedup_cache_size: int = _setting(500_000, "recently seen event keys kept in memory per consumer")
     sink_retry_max_seconds: float = _setting(30.0, "cap of the backoff while the sink is down")
