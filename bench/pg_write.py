@@ -22,6 +22,7 @@ import asyncpg
 import psutil
 
 from bench import services
+from bench.cpu import tree_cpu_seconds
 from bench.payloads import scenarios
 from bench.records import Mix, canonical
 from consumers.sinks.postgres import PostgresSink
@@ -35,24 +36,17 @@ class Figures:
     server_us_per_row: float
 
 
-def _server_cpu_seconds(port: int) -> float:
-    """User + system time of the PostgreSQL processes listening on `port` and their children."""
-    total = 0.0
+def _postmaster(port: int) -> int:
+    """The PostgreSQL server listening on `port`, started with `-p PORT` as the bench's private
+    cluster is; its backends, checkpointer and WAL writer are its children."""
     for proc in psutil.process_iter(["name", "cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if not (proc.info["name"] or "").startswith("postgres"):
-            continue
-        if cmdline and cmdline[0].endswith("postgres") and f"-p {port}" not in " ".join(cmdline):
-            continue  # another cluster's postmaster
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if (proc.info["name"] or "").startswith("postgres") and f"-p {port}" in cmdline:
+            return int(proc.pid)
+    raise SystemExit(f"no PostgreSQL server started with -p {port} on this machine: its CPU cannot be read")
 
 
-async def _one_run(dsn: str, port: int, events: list[CanonicalEvent], batch: int, careful: bool) -> Figures:
+async def _one_run(dsn: str, server: int, events: list[CanonicalEvent], batch: int, careful: bool) -> Figures:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("DROP TABLE IF EXISTS events")
@@ -64,12 +58,12 @@ async def _one_run(dsn: str, port: int, events: list[CanonicalEvent], batch: int
     try:
         if careful:
             sink.write_carefully(len(events))
-        client, server, wall = time.process_time(), _server_cpu_seconds(port), time.perf_counter()
+        client, server_cpu, wall = time.process_time(), tree_cpu_seconds([server]), time.perf_counter()
         for start in range(0, len(events), batch):
             await sink.write(events[start : start + batch], stored_at)
         wall = time.perf_counter() - wall
         client = time.process_time() - client
-        server = _server_cpu_seconds(port) - server
+        server_cpu = tree_cpu_seconds([server]) - server_cpu
     finally:
         await sink.close()
     batches = -(-len(events) // batch)
@@ -79,7 +73,7 @@ async def _one_run(dsn: str, port: int, events: list[CanonicalEvent], batch: int
             f"unexpected write path: {sink.direct_writes} direct, {sink.careful_writes} careful"
         )
     n = len(events)
-    return Figures(n / wall, client / n * 1e6, server / n * 1e6)
+    return Figures(n / wall, client / n * 1e6, server_cpu / n * 1e6)
 
 
 def _median(runs: list[Figures]) -> Figures:
@@ -90,13 +84,13 @@ def _median(runs: list[Figures]) -> Figures:
     )
 
 
-async def _measure(dsn: str, port: int, rows: int, batch: int, rounds: int) -> dict[str, Figures]:
+async def _measure(dsn: str, server: int, rows: int, batch: int, rounds: int) -> dict[str, Figures]:
     mix = Mix([s for s in scenarios() if s.name.endswith("-batch")])
     events = canonical(list(mix.records(rows)))
     runs: dict[str, list[Figures]] = {"direct": [], "careful": []}
     for _ in range(rounds):
         for name in runs:  # alternating, so that a noisy neighbour hits both alike
-            runs[name].append(await _one_run(dsn, port, events, batch, careful=name == "careful"))
+            runs[name].append(await _one_run(dsn, server, events, batch, careful=name == "careful"))
     return {name: _median(figures) for name, figures in runs.items()}
 
 
@@ -113,7 +107,7 @@ def main() -> None:
         dsn = asyncio.run(server.create_database("bench_pg_write"))
         port = int(dsn.rsplit(":", 1)[1].split("/", 1)[0])
         try:
-            figures = asyncio.run(_measure(dsn, port, args.rows, args.batch, args.rounds))
+            figures = asyncio.run(_measure(dsn, _postmaster(port), args.rows, args.batch, args.rounds))
         finally:
             asyncio.run(server.drop_database(dsn))
     for name, f in figures.items():
