@@ -22,10 +22,11 @@ from bench.payloads import Scenario
 
 LATENCY_SECONDS = 10.0
 WARMUP_SECONDS = 5.0
-_E2E_BUCKET = re.compile(r'^eventpipe_end_to_end_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} ([0-9.e+]+)$', re.M)
 
 
-def _e2e_histogram(ports: list[int]) -> dict[float, float]:
+def histogram(ports: list[int], name: str) -> dict[float, float]:
+    """A histogram's cumulative buckets summed over the consumers' /metrics (all label values)."""
+    pattern = re.compile(rf'^{name}_bucket\{{[^}}]*le="([^"]+)"[^}}]*\}} ([0-9.e+]+)$', re.M)
     buckets: dict[float, float] = {}
     for port in ports:
         try:
@@ -33,10 +34,14 @@ def _e2e_histogram(ports: list[int]) -> dict[float, float]:
                 text = resp.read().decode()
         except OSError:
             continue
-        for le, value in _E2E_BUCKET.findall(text):
+        for le, value in pattern.findall(text):
             bound = float("inf") if le == "+Inf" else float(le)
             buckets[bound] = buckets.get(bound, 0.0) + float(value)
     return buckets
+
+
+def _e2e_histogram(ports: list[int]) -> dict[float, float]:
+    return histogram(ports, "eventpipe_end_to_end_seconds")
 
 
 def _within(before: dict[float, float], after: dict[float, float], bound: float) -> float | None:

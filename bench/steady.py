@@ -23,7 +23,8 @@ from pathlib import Path
 import asyncpg
 
 from bench import procs, services, wrk
-from bench.consumer_figures import wait_settled
+from bench.consumer_figures import health_port, wait_settled
+from bench.e2e import histogram
 from bench.payloads import by_name, scenarios, write_tenants
 from bench.procs import pipeline_env
 from pipeline import topics
@@ -31,6 +32,9 @@ from pipeline.settings import Settings
 
 WARMUP_SECONDS = 5.0
 DRAIN_SECONDS = 30.0
+# The consumer's steps whose time histograms say where a late batch spent it.
+STEPS = ("eventpipe_sink_write_duration_seconds", "eventpipe_consumer_commit_duration_seconds")
+SLOW_BOUNDS = (0.1, 0.25)
 LATE_MS = 250.0
 
 
@@ -74,6 +78,18 @@ async def _wait_rows(dsn: str, since: datetime, expected: int, seconds: float) -
         await conn.close()
 
 
+def _slow_shares(
+    before: dict[float, float], after: dict[float, float]
+) -> tuple[float, list[tuple[float, float]]]:
+    """Observations between two scrapes of a histogram, and the share above each of SLOW_BOUNDS."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    shares = []
+    for bound in SLOW_BOUNDS:
+        within = after.get(bound, 0.0) - before.get(bound, 0.0)
+        shares.append((bound, 1 - within / total if total else 0.0))
+    return total, shares
+
+
 def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))]
 
@@ -112,10 +128,13 @@ def main() -> None:
             rps = args.rate / scenario.events
             with procs.receiver(env, 2, logs) as (url, _), procs.consumers(env, 2, logs):
                 wait_settled([logs / f"consumer-{i}.log" for i in range(2)], settings.raw_partitions)
+                ports = [health_port(logs / f"consumer-{i}.log") for i in range(2)]
                 wrk.run(url, scenario, WARMUP_SECONDS, connections=64, rate=rps, unique=True)
+                before = {name: histogram(ports, name) for name in STEPS}
                 since = datetime.now().astimezone()
                 paced = wrk.run(url, scenario, args.seconds, connections=64, rate=rps, unique=True)
                 asyncio.run(_wait_rows(dsn, since, paced.ok * scenario.events, DRAIN_SECONDS))
+                steps = {name: _slow_shares(before[name], histogram(ports, name)) for name in STEPS}
             latencies, batches = asyncio.run(_latencies(dsn, since))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -128,6 +147,11 @@ def main() -> None:
         f"request-to-row p50 {_pct(latencies, 0.5):.0f} ms, p99 {_pct(latencies, 0.99):.0f} ms, "
         f"max {latencies[-1]:.0f} ms"
     )
+    for name, (count, shares) in steps.items():
+        print(
+            f"{name}: {count:,.0f} observed; "
+            + ", ".join(f"{share:.1%} over {bound * 1000:.0f} ms" for bound, share in shares)
+        )
     late = [b for b in batches if b.slowest_ms > LATE_MS]
     print(f"batches with a row later than {LATE_MS:.0f} ms: {len(late)}")
     for b in late[:20]:
