@@ -34,7 +34,7 @@ class RecentKeys:
         seen: set[Key] = set()
         known = self._keys
         for event in events:
-            key = (event.tenant, event.source, event.event_type, event.event_id)  # dedup_key(), inlined
+            key = event.dedup_key()
             if key in seen or key in known or key in in_flight:
                 duplicates.append(event)
             else:
