@@ -405,9 +405,7 @@ class Worker:
         self._recent.remember(batch.fresh_keys)
         self.batches_committed += 1
         self._abandon_delay = self._retry.initial_seconds
-        self._count(
-            batch.dead, batch.inside, batch.outside, batch.fresh, batch.duplicates, result, unstorable
-        )
+        self._count(batch, result, unstorable)
 
     async def _write(
         self, events: list[CanonicalEvent]
@@ -503,18 +501,12 @@ class Worker:
         self._metrics.commit_latency.observe(time.perf_counter() - began)
 
     def _count(
-        self,
-        dead: Sequence[DeadRecord],
-        inside: Sequence[CanonicalEvent],
-        outside: Sequence[tuple[CanonicalEvent, str]],
-        fresh: Sequence[CanonicalEvent],
-        duplicates: Sequence[CanonicalEvent],
-        result: WriteResult,
-        unstorable: Sequence[tuple[CanonicalEvent, str]],
+        self, batch: Prepared, result: WriteResult, unstorable: Sequence[tuple[CanonicalEvent, str]]
     ) -> None:
+        dead, inside, outside, fresh = batch.dead, batch.inside, batch.outside, batch.fresh
         m = self._metrics.consumer_events
         now = self._clock.now()
-        for source, n in Counter(e.source for e in duplicates).items():
+        for source, n in Counter(e.source for e in batch.duplicates).items():
             m.labels(source, "duplicate").inc(n)
         for (source, reason), n in Counter((e.source, r) for e, r in outside).items():
             m.labels(source, reason).inc(n)
