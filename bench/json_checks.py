@@ -15,7 +15,7 @@ from bench import payloads
 from pipeline.formats import json_checks
 from pipeline.formats.base import Problem, Rejection
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "vendor_cases"
 REPEATS = 7
 # Each repeat runs about this long: long enough to dwarf the timer, short enough for 2 noisy cores.
 REPEAT_SECONDS = 0.05

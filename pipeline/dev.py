@@ -133,7 +133,17 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     state_dir = Path(settings.data_dir).resolve() / "dev"
-    print(kafka_local.start(settings))
+    broker = kafka_local.start(settings)
+    print(broker)
+    try:
+        return _run_pipeline(settings, environ, state_dir)
+    finally:
+        # The broker is stopped only when this run started it: one already running stays up.
+        if broker.started:
+            print(kafka_local.stop(settings))
+
+
+def _run_pipeline(settings: Settings, environ: Mapping[str, str], state_dir: Path) -> int:
     for line in asyncio.run(topics.ensure(settings)):
         print(line)
     keys = demo_keys(state_dir)
@@ -161,6 +171,8 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         return proc
 
     def stop_all() -> None:
+        # One Ctrl-C stops everything; a second one while draining would cut the consumers' batches.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for _, proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -191,19 +191,34 @@ def client_connects(bootstrap: str, timeout: float = 3.0) -> bool:
         quiet.setLevel(previous)
 
 
-def start(settings: Settings, echo: bool = True) -> str:
+@dataclass(frozen=True)
+class Started:
+    """What `start` did: `started` is False when a broker was already there, which the caller must
+    then leave running when it stops what it started itself."""
+
+    message: str
+    started: bool
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def start(settings: Settings, echo: bool = True) -> Started:
     layout = Layout.from_settings(settings)
     pid = read_pid(layout)
     bootstrap = f"{layout.host}:{layout.port}"
     if pid is not None:
         if client_connects(bootstrap):
-            return f"Kafka already running (pid {pid}) on {bootstrap}"
+            return Started(f"Kafka already running (pid {pid}) on {bootstrap}", started=False)
         raise KafkaLocalError(
             f"Kafka process {pid} exists but {bootstrap} does not answer; see {layout.log_file}"
         )
     if client_connects(bootstrap, timeout=2.0):
         # A broker we did not start (another data dir, a user's own Kafka): use it rather than clash.
-        return f"Kafka already reachable on {bootstrap} (not started from this data dir); using it"
+        return Started(
+            f"Kafka already reachable on {bootstrap} (not started from this data dir); using it",
+            started=False,
+        )
     java_version()
     began = time.monotonic()
     fetched = fetch_jars(layout)
@@ -221,21 +236,37 @@ def start(settings: Settings, echo: bool = True) -> str:
         )
     layout.pid_file.write_text(str(proc.pid))
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            layout.pid_file.unlink(missing_ok=True)
-            raise KafkaLocalError(
-                f"Kafka exited with {proc.returncode} during start:\n{_tail(layout.log_file)}"
-            )
-        if client_connects(bootstrap, timeout=2.0):
-            took = time.monotonic() - began
-            fetched_note = f"; jars fetched in {fetch_s:.1f}s" if fetched else ""
-            return f"Kafka started (pid {proc.pid}) on {bootstrap} in {took:.1f}s{fetched_note}"
-        time.sleep(0.25)
-    proc.terminate()
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                layout.pid_file.unlink(missing_ok=True)
+                raise KafkaLocalError(
+                    f"Kafka exited with {proc.returncode} during start:\n{_tail(layout.log_file)}"
+                )
+            if client_connects(bootstrap, timeout=2.0):
+                took = time.monotonic() - began
+                fetched_note = f"; jars fetched in {fetch_s:.1f}s" if fetched else ""
+                message = f"Kafka started (pid {proc.pid}) on {bootstrap} in {took:.1f}s{fetched_note}"
+                return Started(message, started=True)
+            time.sleep(0.25)
+    except BaseException:
+        # Ctrl-C while the broker comes up must not leave it running behind the caller.
+        _terminate(proc, layout)
+        raise
+    _terminate(proc, layout)
     raise KafkaLocalError(
         f"Kafka did not accept a client within {START_TIMEOUT_SECONDS:.0f}s:\n{_tail(layout.log_file)}"
     )
+
+
+def _terminate(proc: subprocess.Popen[bytes], layout: Layout) -> None:
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    layout.pid_file.unlink(missing_ok=True)
 
 
 def stop(settings: Settings) -> str:

@@ -51,3 +51,31 @@ pg_stop() {
   [ -n "$bin" ] && [ -d "$PG_DATA" ] || return 0
   as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
 }
+
+# Debian tools the suite runs for real: command, then the package that provides it. promtool and
+# prometheus check the configs and scrape `eventpipe dev`; the fault suite loop-mounts a small ext4
+# filesystem (mount, losetup, mkfs.ext4, chattr) and runs a private PostgreSQL as its owner (runuser);
+# openssl makes the native-TLS test's certificate.
+DEBIAN_TOOLS=(
+  promtool:prometheus prometheus:prometheus
+  losetup:mount mkfs.ext4:e2fsprogs chattr:e2fsprogs runuser:util-linux
+  openssl:openssl
+)
+
+debian_tools_install() {
+  local entry missing=()
+  for entry in "${DEBIAN_TOOLS[@]}"; do
+    command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "== not root: the tests needing ${missing[*]} will be skipped; install them with:" >&2
+    echo "   sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    return 0
+  fi
+  echo "== installing ${missing[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

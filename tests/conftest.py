@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 KAFKA_BOOTSTRAP = os.environ.get("EVENTPIPE_TEST_KAFKA", "127.0.0.1:9092")
 POSTGRES_DSN = os.environ.get("EVENTPIPE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -1,5 +1,6 @@
-"""The vendor contract corpus of ../shared/corpus: cases with their placeholders filled in, and the
-re-stamping of event times that end-to-end tests need (the documents' own times are years old)."""
+"""The vendor contract cases of tests/data/vendor_cases (the project's own test data, each case with its
+origin): cases with their placeholders filled in, and the re-stamping of event times that end-to-end
+tests need (the documents' own times are years old)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from pipeline.tenants import mint_jwt
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parent / "data" / "vendor_cases"
 API_KEY = "ep_test_key_1"
 BAD_KEY = "ep_wrong_key"
 PARTNER_ID = "608423a9b126ac6ab3f8f0a5"

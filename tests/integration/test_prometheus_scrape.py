@@ -80,7 +80,9 @@ def _prometheus_binary() -> str:
     if found is None:
         if IN_CI:
             pytest.fail("Debian's prometheus is not installed (.ci/run installs it)")
-        pytest.skip("Debian's prometheus is not installed (apt-get install prometheus)")
+        pytest.skip(
+            "Debian's prometheus is not installed: `apt-get install -y --no-install-recommends prometheus`"
+        )
     return found
 
 

@@ -345,7 +345,7 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path:
         return path
-    message = "promtool is not installed: `apt-get install -y prometheus` (Debian) provides it"
+    message = "promtool is not installed: `apt-get install -y --no-install-recommends prometheus` (Debian) provides it"
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
