@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.dev_process import running_dev
+from tests.ports import free_port_run
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
@@ -48,3 +49,27 @@ def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str
     for port in (dev.http_port, *dev.consumer_ports):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ctrl_c_leaves_a_broker_that_was_already_running(kafka_bootstrap: str, tmp_path: Path) -> None:
+    with running_dev(kafka_bootstrap, tmp_path) as dev:
+        assert "Kafka already" in dev.text()
+    assert dev.stop() == 0, dev.text()
+    assert _answers(int(kafka_bootstrap.rpartition(":")[2])), "the broker dev found running was stopped"
+
+
+def test_ctrl_c_stops_the_broker_dev_started(kafka_bootstrap: str, tmp_path: Path) -> None:
+    # No broker on this port pair: dev starts its own (data under tmp_path) and must stop it on Ctrl-C.
+    port = free_port_run(1)
+    with running_dev(f"127.0.0.1:{port}", tmp_path) as dev:
+        assert "Kafka started" in dev.text()
+        pid = int((tmp_path / "kafka" / "kafka.pid").read_text())
+    assert dev.stop() == 0, dev.text()
+    assert "Kafka stopped" in dev.text()
+    assert not _answers(port), "the broker dev started still listens"
+    assert not Path(f"/proc/{pid}").exists(), f"the broker dev started (pid {pid}) is still running"
