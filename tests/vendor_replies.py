@@ -69,7 +69,8 @@ def _retailrocket(status: int, headers: Mapping[str, str], body: bytes) -> None:
     error = msgspec.json.decode(body, type=RetailRocketError).error
     assert error.code and error.message, error
     if status == 400:
-        assert error.path and error.path.startswith("$"), error  # a 400 names the field
+        # a 400 names the field: a body path, or a query parameter (`query.partnerId`)
+        assert error.path and error.path.startswith(("$", "query.")), error
 
 
 def _dfinery(status: int, headers: Mapping[str, str], body: bytes) -> None:

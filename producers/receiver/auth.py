@@ -32,18 +32,26 @@ def by_bearer_key(tenants: TenantDirectory, headers: Mapping[str, str]) -> str:
     return tenant.id
 
 
+# Retail Rocket's credentials travel in the query; each is a required parameter of every method.
+RETAILROCKET_PARAMETERS = ("apiKey", "partnerId")
+
+
 def by_retailrocket_query(tenants: TenantDirectory, query: Mapping[str, str]) -> str:
-    """Retail Rocket: `apiKey` and `partnerId` in the query; 401 for an unknown key, 403 when the key is
-    valid but not for that partner."""
-    key = query.get("apiKey", "")
-    partner = query.get("partnerId", "")
-    if not key:
-        raise Rejection(Problem.UNAUTHENTICATED, "apiKey query parameter is required")
-    tenant = tenants.by_key(key)
+    """Retail Rocket: `apiKey` and `partnerId` in the query. A parameter absent (or empty) is a malformed
+    request, 400 naming it, before any key is looked at; then 401 for an unknown key and 403 when the key
+    is valid but not for that partner."""
+    missing = [name for name in RETAILROCKET_PARAMETERS if not query.get(name)]
+    if missing:
+        raise Rejection(
+            Problem.MISSING_FIELD,
+            f"{' and '.join(missing)} query parameter{'s are' if len(missing) > 1 else ' is'} required",
+            f"query.{missing[0]}",
+        )
+    tenant = tenants.by_key(query["apiKey"])
     if tenant is None:
         raise Rejection(Problem.INVALID_CREDENTIALS, "invalid apiKey")
-    if partner not in tenant.retailrocket_partner_ids:
-        raise Rejection(Problem.FORBIDDEN, "apiKey is not valid for this partnerId", "partnerId")
+    if query["partnerId"] not in tenant.retailrocket_partner_ids:
+        raise Rejection(Problem.FORBIDDEN, "apiKey is not valid for this partnerId", "query.partnerId")
     return tenant.id
 
 

@@ -38,7 +38,8 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
         "type": "apiKey",
         "in": "query",
         "name": "partnerId",
-        "description": "the partner the apiKey must belong to (403 otherwise)",
+        "description": "the partner the apiKey must belong to (403 otherwise); without it, or without "
+        "apiKey, 400 naming the missing parameter",
     },
 }
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
@@ -126,6 +127,13 @@ def _reply(description: str, schema: str | None, headers: dict[str, Any]) -> dic
     return reply
 
 
+# Where a vendor's reason for a status differs from _WHY's.
+_WHY_BY_SOURCE: dict[tuple[str, int], str] = {
+    ("retailrocket", 400): _WHY[400] + "; or the apiKey or partnerId query parameter missing (its path is "
+    "`query.<name>`)",
+}
+
+
 def responses(source: str) -> dict[str, Any]:
     success, ok_schema, error_schema = _REPLIES[source]
     replies = {str(success): _reply("accepted and durable in Kafka", ok_schema, _REQUEST_ID)}
@@ -136,7 +144,8 @@ def responses(source: str) -> dict[str, Any]:
             headers.update(_DETAIL)
             if status == 401:
                 schema = None  # the document's 401 (no token) has no body
-        replies[str(status)] = _reply(_WHY[status], schema, headers)
+        why = _WHY_BY_SOURCE.get((source, status), _WHY[status])
+        replies[str(status)] = _reply(why, schema, headers)
     return replies
 
 

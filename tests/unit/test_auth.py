@@ -112,14 +112,41 @@ def test_bearer_scheme_is_case_insensitive() -> None:
 @pytest.mark.parametrize(
     ("query", "problem"),
     [
-        pytest.param({"partnerId": "partner-a"}, Problem.UNAUTHENTICATED, id="no-key"),
         pytest.param({"apiKey": "nope", "partnerId": "partner-a"}, Problem.INVALID_CREDENTIALS, id="bad-key"),
         pytest.param({"apiKey": "key-a", "partnerId": "partner-b"}, Problem.FORBIDDEN, id="other-partner"),
-        pytest.param({"apiKey": "key-a"}, Problem.FORBIDDEN, id="no-partner"),
     ],
 )
 def test_retailrocket_refusals(query: dict[str, str], problem: Problem) -> None:
     assert refusal(auth.by_retailrocket_query, DIRECTORY, query).problem is problem
+
+
+@pytest.mark.parametrize(
+    ("query", "path", "message"),
+    [
+        pytest.param(
+            {"partnerId": "partner-a"}, "query.apiKey", "apiKey query parameter is required", id="no-key"
+        ),
+        pytest.param(
+            {"apiKey": "key-a"}, "query.partnerId", "partnerId query parameter is required", id="no-partner"
+        ),
+        pytest.param(
+            {"apiKey": "key-a", "partnerId": ""},
+            "query.partnerId",
+            "partnerId query parameter is required",
+            id="empty",
+        ),
+        pytest.param({}, "query.apiKey", "apiKey and partnerId query parameters are required", id="neither"),
+        # Presence is judged before the key: an unknown key without a partner is still a malformed request.
+        pytest.param(
+            {"apiKey": "nope"}, "query.partnerId", "partnerId query parameter is required", id="bad-key"
+        ),
+    ],
+)
+def test_retailrocket_missing_parameter_is_a_bad_request(
+    query: dict[str, str], path: str, message: str
+) -> None:
+    rejection = refusal(auth.by_retailrocket_query, DIRECTORY, query)
+    assert (rejection.problem, rejection.path, rejection.message) == (Problem.MISSING_FIELD, path, message)
 
 
 # --- the Impression API's JWT ----------------------------------------------------------------------

@@ -42,7 +42,7 @@ def _auth_problem(request: dict[str, Any]) -> Problem | None:
     """The credential problem the receiver raises for a case, before any body is read."""
     query = request.get("query", {})
     if "apiKey" not in query or "partnerId" not in query:
-        return Problem.UNAUTHENTICATED
+        return Problem.MISSING_FIELD
     if query["apiKey"] != "${API_KEY}":
         return Problem.INVALID_CREDENTIALS
     if query["partnerId"] != "${PARTNER_ID}":
@@ -92,7 +92,10 @@ def test_corpus_case_reply(case: dict[str, Any]) -> None:
 def test_corpus_auth_case_reply_shape(case: dict[str, Any]) -> None:
     problem = _auth_problem(case["request"])
     assert problem is not None
-    reply = FORMAT.error(Rejection(problem, "refused by the receiver"))
+    query = case["request"].get("query", {})
+    missing = next((f"query.{name}" for name in ("apiKey", "partnerId") if name not in query), None)
+    message = f"{missing.removeprefix('query.')} query parameter is required" if missing else "refused"
+    reply = FORMAT.error(Rejection(problem, message, missing))
     assert_reply_matches(reply, case["expect"])
 
 
