@@ -30,9 +30,18 @@ OffsetTimestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 Batch = Annotated[list[T], msgspec.Meta(max_length=MAX_EVENTS)] | None
 
 
+# topsort.kt up to 1.1.0 sent its enum's names, "Product" and "Vendor" (model/Entity.kt: `type.name`);
+# later releases send "product" / "vendor" and still read the capitalised names back from their on-device
+# cache. Accepted and stored lowercase: the case carries no meaning (docs/FIDELITY.md).
+SentEntityType = Literal["product", "vendor", "Product", "Vendor"]
+
+
 class Entity(msgspec.Struct, kw_only=True):
     id: NonEmptyStr
-    type: Literal["product", "vendor"]
+    type: SentEntityType
+
+    def __post_init__(self) -> None:
+        self.type = "product" if self.type in ("product", "Product") else "vendor"
 
 
 class Placement(msgspec.Struct, kw_only=True, rename="camel"):
@@ -93,6 +102,15 @@ class PurchaseItem(msgspec.Struct, kw_only=True, rename="camel"):
             raise ValueError("`unitPrice` must be a number greater than 0 (within double range)")
 
 
+class Render(Event, kw_only=True):
+    """An ad inserted into the page, seen or not: sponsored only, so resolvedBidId is required. Not in the
+    seed reference; Topsort's own SDKs send it (topsort.js types/events.d.ts `renders`, analytics.js 2.x,
+    topsort.kt model/RenderEvent.kt)."""
+
+    resolved_bid_id: NonEmptyStr
+    placement: Placement | None = None
+
+
 class Purchase(Event, kw_only=True):
     items: Annotated[list[PurchaseItem], msgspec.Meta(min_length=1)]
 
@@ -114,13 +132,17 @@ class EventsRequest(msgspec.Struct, kw_only=True):
     clicks: Batch[Interaction] = None
     purchases: Batch[Purchase] = None
     pageviews: Batch[Pageview] = None
+    renders: Batch[Render] = None
 
-    def batches(self) -> tuple[tuple[str, list[Interaction] | list[Purchase] | list[Pageview]], ...]:
+    def batches(
+        self,
+    ) -> tuple[tuple[str, list[Interaction] | list[Purchase] | list[Pageview] | list[Render]], ...]:
         return (
             ("impressions", self.impressions or []),
             ("clicks", self.clicks or []),
             ("purchases", self.purchases or []),
             ("pageviews", self.pageviews or []),
+            ("renders", self.renders or []),
         )
 
 
@@ -131,6 +153,7 @@ class RawEventsRequest(msgspec.Struct, kw_only=True):
     clicks: list[msgspec.Raw] | None = None
     purchases: list[msgspec.Raw] | None = None
     pageviews: list[msgspec.Raw] | None = None
+    renders: list[msgspec.Raw] | None = None
 
 
 _DECODER = msgspec.json.Decoder(EventsRequest)
@@ -138,6 +161,7 @@ _RAW_DECODER = msgspec.json.Decoder(RawEventsRequest)
 _INTERACTION_DECODER = msgspec.json.Decoder(Interaction)
 _PURCHASE_DECODER = msgspec.json.Decoder(Purchase)
 _PAGEVIEW_DECODER = msgspec.json.Decoder(Pageview)
+_RENDER_DECODER = msgspec.json.Decoder(Render)
 # Every JSON number as an exact Decimal, so the JSON columns never hold a float.
 _DOCUMENT_DECODER = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
 
@@ -190,7 +214,9 @@ class TopsortFormat:
         count = sum(len(events) for _, events in batches)
         if count == 0:
             raise Rejection(
-                Problem.EMPTY, "no events: impressions, clicks, purchases and pageviews are all empty", "$"
+                Problem.EMPTY,
+                "no events: impressions, clicks, purchases, pageviews and renders are all empty",
+                "$",
             )
         latest = received_at + timedelta(seconds=future_skew_seconds)
         for name, events in batches:
@@ -225,6 +251,8 @@ class TopsortFormat:
                 events.append(_purchase(raw, meta, received_at))
             for raw in raw_request.pageviews or ():
                 events.append(_pageview(raw, meta, received_at))
+            for raw in raw_request.renders or ():
+                events.append(_render(raw, meta, received_at))
         except (msgspec.DecodeError, RecursionError, ValueError, OverflowError) as exc:
             # msgspec.ValidationError is a DecodeError: a body the receiver would have refused.
             raise InvalidEvent("undecodable", f"topsort body: {exc}") from exc
@@ -251,11 +279,33 @@ def _rest(document: dict[str, Any], *taken: str) -> dict[str, Any] | None:
     return rest or None
 
 
+def _with_entity_types(document: dict[str, Any], *entities: tuple[str, Entity | None]) -> dict[str, Any]:
+    """The document with each entity's `type` as normalised (lowercase), the rest as sent."""
+    for name, entity in entities:
+        sent = document.get(name)
+        if entity is not None and isinstance(sent, dict):
+            document[name] = {**sent, "type": entity.type}
+    return document
+
+
+def _placement_columns(row: CanonicalEvent, placement: Placement | None, document: dict[str, Any]) -> None:
+    if placement is not None:
+        row.category_id = placement.category_id or (
+            placement.category_ids[0] if placement.category_ids else None
+        )
+        row.search_query = placement.search_query
+        row.placement = document.get("placement")
+
+
 def _interaction(
     event_type: str, raw: msgspec.Raw, meta: RecordMeta, received_at: datetime
 ) -> CanonicalEvent:
     event = _INTERACTION_DECODER.decode(raw)
-    document = _DOCUMENT_DECODER.decode(raw)
+    document = _with_entity_types(
+        _DOCUMENT_DECODER.decode(raw),
+        ("entity", event.entity),
+        ("additionalAttribution", event.additional_attribution),
+    )
     row = _base(event_type, event, raw, meta, received_at)
     placement = event.placement
     entity = event.entity
@@ -265,12 +315,18 @@ def _interaction(
         row.product_id = placement.product_id
     if entity is not None and entity.type == "vendor":
         row.vendor_id = entity.id
-    if placement is not None:
-        row.category_id = placement.category_id or (
-            placement.category_ids[0] if placement.category_ids else None
-        )
-        row.search_query = placement.search_query
-        row.placement = document.get("placement")
+    _placement_columns(row, placement, document)
+    row.attributes = _rest(document, "placement")
+    return row
+
+
+def _render(raw: msgspec.Raw, meta: RecordMeta, received_at: datetime) -> CanonicalEvent:
+    event = _RENDER_DECODER.decode(raw)
+    document = _DOCUMENT_DECODER.decode(raw)
+    row = _base("render", event, raw, meta, received_at)
+    if event.placement is not None:
+        row.product_id = event.placement.product_id
+    _placement_columns(row, event.placement, document)
     row.attributes = _rest(document, "placement")
     return row
 

@@ -178,8 +178,10 @@ def _non_empty(name: str) -> dict[str, Any]:
 # state too; the schemathesis test holds the document to them.
 _REFINEMENTS: dict[str, dict[str, Any]] = {
     "EventsRequest": {
-        "anyOf": [_non_empty(name) for name in ("impressions", "clicks", "purchases", "pageviews")],
-        "description": "at least one of the four arrays holds an event",
+        "anyOf": [
+            _non_empty(name) for name in ("impressions", "clicks", "purchases", "pageviews", "renders")
+        ],
+        "description": "at least one of the arrays holds an event",
     },
     "Envelope": {"minProperties": 1, "maxProperties": 1, "additionalProperties": False},
 }
