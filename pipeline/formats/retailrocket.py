@@ -223,6 +223,16 @@ _COLUMN_FIELDS = frozenset(
     }
 )
 
+
+def _own_column_fields(event_type: type[_Event]) -> frozenset[str]:
+    """The fields of a method that fill a column. Another method's column field sent here (Retail Rocket's
+    own order sample posted to addToBasket carries quantity, price, transaction) has no column on this
+    event, so it stays in attributes instead of being dropped."""
+    return _COLUMN_FIELDS & {field.encode_name for field in msgspec.structs.fields(event_type)}
+
+
+_METHOD_COLUMN_FIELDS: dict[str, frozenset[str]] = {m: _own_column_fields(t) for m, (t, _) in METHODS.items()}
+
 ROUTES: tuple[Route, ...] = tuple(Route(f"/1.0/{m}", m) for m in (*METHODS, BATCH))
 # The receiver may name a route by its name or its path.
 _ROUTE_NAMES: dict[str, str] = {r.name: r.name for r in ROUTES} | {r.path: r.name for r in ROUTES}
@@ -317,7 +327,8 @@ def _only_entry(envelope: dict[str, msgspec.Raw], index: int) -> tuple[str, msgs
 def _canonical(method: str, raw: bytes, meta: RecordMeta, received_at: datetime) -> CanonicalEvent:
     event = _DECODERS[method].decode(raw)
     fields = _FIELDS_DECODER.decode(raw)
-    attributes = {name: value for name, value in fields.items() if name not in _COLUMN_FIELDS}
+    columns = _METHOD_COLUMN_FIELDS[method]
+    attributes = {name: value for name, value in fields.items() if name not in columns}
     product_ids = getattr(event, "product_ids", None)
     price = getattr(event, "price", None)
     recom_block_id = getattr(event, "recom_block_id", None)
