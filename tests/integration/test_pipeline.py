@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from tests import sdk_bodies
 from tests.corpus import Case, distinct_instants, load_cases, restamp
 from tests.integration.conftest import Pipeline, query, row_count
 from tests.kafka_util import read_all
@@ -270,3 +271,44 @@ async def test_batches_are_bounded_by_bytes(pipeline: Pipeline) -> None:
     await wait_for(lambda: _count_is(pipeline.settings.sink, 40), what="40 rows")
     # Three bodies' worth per batch, overshot by one record at most: four or five records each.
     assert worker.batches_committed >= 40 // 5
+
+
+async def test_sdk_bodies_land_with_their_normalised_values(pipeline: Pipeline) -> None:
+    """What the vendors' own SDKs send (tests/data/sdk_bodies), end to end: stored, with numeric-string
+    prices as numbers, Kotlin's capitalised entity types folded, renders as their own event type."""
+    await pipeline.start_consumer()
+    accepted = [b for b in sdk_bodies.load() if b.accepted]
+    instants = distinct_instants(datetime.now(UTC), len(accepted), spacing_s=2)
+    for sdk_body, at in zip(accepted, instants, strict=True):
+        body = sdk_bodies.restamped(sdk_body, at)
+        resp = await pipeline.client.post(sdk_body.url(), headers=sdk_body.headers(), data=body)
+        assert resp.status == sdk_body.expect["status"], (sdk_body.id, await resp.text())
+    sink = pipeline.settings.sink
+    total = sum(len(b.canonical) for b in accepted)
+    await wait_for(lambda: _count_is(sink, total), what=f"{total} rows")
+
+    rows = await query(
+        sink, "SELECT event_type, event_id, price, quantity, user_id, items, attributes FROM events"
+    )
+    expected_types = Counter(e["event_type"] for b in accepted for e in b.canonical)
+    assert Counter(r[0] for r in rows) == expected_types
+    by_id = {r[1]: r for r in rows}
+
+    purchase = by_id["3f0e5a9c-2b7d-4c1e-8a6f-9d0b1c2e3f4a"]  # analytics.js: unitPrice "2399", "299", "399"
+    assert (Decimal(str(purchase[2])), purchase[3]) == (Decimal("4294"), 6)
+    assert [item["unitPrice"] for item in json.loads(purchase[5])] == [2399, 299, 399]
+
+    click = by_id["clk-2024-07-11-0002"]  # topsort.kt 1.1: entity type "Product"
+    assert attributes(click[6])["entity"] == {"id": "p_Mfk11", "type": "product"}
+
+    assert {r[1] for r in rows if r[0] == "render"} == {
+        "9c8b7a6f-5e4d-4c3b-8a29-187f6e5d4c3b",
+        "rnd-2024-07-11-0001",
+    }
+    assert {r[4] for r in rows if r[0] == "login"} == {"1234567"}  # DFINERY: a numeric user_id as text
+    (basket,) = [r for r in rows if r[0] == "add_to_cart"]  # Retail Rocket's order sample on addToBasket
+    assert {k: attributes(basket[6])[k] for k in ("price", "quantity", "transaction")} == {
+        "price": 234,
+        "quantity": 2,
+        "transaction": "135243",
+    }
