@@ -81,7 +81,10 @@ async def test_lag_grows_while_consumers_are_stopped_and_drains_when_they_start(
     assert after.dead_letters is not None
     assert after.dead_letters.by_reason == {"late": 1}
     assert after.group is not None and after.group.description is not None
-    assert [p.committed for p in after.group.lag] == [p.high_watermark for p in after.group.lag]
+    # Records carry no key, so a partition may get none of the ten (about one run in twenty): it has
+    # nothing to commit, and its committed offset stays None rather than 0.
+    committed = [p.committed if p.high_watermark else (p.committed or 0) for p in after.group.lag]
+    assert committed == [p.high_watermark for p in after.group.lag]
     (member,) = after.group.description.members
     assert member.client_id == "eventpipe-consumer"
     assert member.assigned == {settings.raw_topic: [0, 1, 2]}
