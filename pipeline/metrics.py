@@ -69,6 +69,19 @@ class Metrics:
             ["source", "reason", *by_tenant],
             registry=r,
         )
+        # Receiver: tenants file reloads (SIGHUP, `eventpipe tenants reload`) by outcome: reloaded or
+        # refused; each worker counts its own.
+        self.tenants_reloads = Counter(
+            "eventpipe_receiver_tenants_reloads", "Tenants file reloads", ["outcome"], registry=r
+        )
+        # Receiver: which tenants file each process serves (0: the one read at start, then the number of
+        # the reload request that brought it); one series per live worker under --workers N.
+        self.tenants_generation = Gauge(
+            "eventpipe_receiver_tenants_generation",
+            "Generation of the tenants file served",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         # Receiver and consumer: 1 when ready to serve (producer connected / group joined and sink up).
         self.ready = Gauge("eventpipe_ready", "Readiness", ["component"], registry=r, multiprocess_mode="min")
         # Consumer: events by vendor and outcome (stored, duplicate, late, future, invalid).

@@ -138,6 +138,8 @@ def running_receiver(
     with SIGTERM afterwards."""
     asyncio.run(create_topics(settings))
     port = free_port()
+    # Its record (receiver-<port>.json) goes to the test's directory, not the checkout's .eventpipe.
+    env = {PREFIX + "DATA_DIR": str(workdir), **(env or {})}
     with _running("receiver", settings, workdir, ("--port", str(port), *args), env) as receiver:
         receiver.port = port
         receiver.scheme = "https" if client_tls else "http"

@@ -55,6 +55,12 @@ class ReceiverState:
     jwt: auth.JwtVerifier
     draining: bool = False
 
+    def use_tenants(self, tenants: TenantDirectory) -> None:
+        """Serve another tenants file from the next request on. The JWT verifier starts afresh: a
+        token it remembers may have been verified with a secret, or for a tenant, now removed."""
+        self.tenants = tenants
+        self.jwt = auth.JwtVerifier(tenants)
+
 
 STATE = web.AppKey("state", ReceiverState)
 
