@@ -27,6 +27,21 @@ def _receiver(args: argparse.Namespace, settings: Settings) -> int:
     return run(settings, directory, options, os.environ)
 
 
+def _tenants(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.receiver import reload_command
+
+    return reload_command.main(settings, args.port, args.timeout)
+
+
+TENANTS_RELOAD_HELP = """\
+make the receiver running on this machine re-read its tenants file (EVENTPIPE_TENANTS) without a
+restart: it signals the receiver named by receiver-<port>.json in EVENTPIPE_DATA_DIR (SIGHUP, which
+the parent forwards to every worker), waits for the verdict and for every worker to serve the new
+file, and prints them. A file that does not parse, or whose rate limit table would change (tenants
+or Retail Rocket partner ids with a limit added or removed, other limits), is refused: the receiver
+keeps the keys it had, and the command exits 1 with the reason."""
+
+
 def _consumer(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.run import run
 
@@ -104,6 +119,14 @@ def register(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> Non
     p.add_argument("--port", type=int, help="overrides EVENTPIPE_HTTP_PORT")
     p.add_argument("--tls-cert", help="PEM certificate for native TLS (usually a proxy terminates TLS)")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    p = add("tenants", "reload the receiver's tenants file without a restart (key rotation)", _tenants)
+    tenants_actions = p.add_subparsers(dest="action", required=True)
+    r = tenants_actions.add_parser("reload", help="re-read the tenants file in every receiver worker")
+    r.description = TENANTS_RELOAD_HELP
+    r.add_argument("--port", type=int, help="the receiver's port (default EVENTPIPE_HTTP_PORT)")
+    r.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for every worker (default 10)"
+    )
     p = add(
         "consumer", "one consumer worker of the group (run more to scale, up to the partitions)", _consumer
     )
