@@ -1,5 +1,5 @@
-"""The long-running and operating commands (receiver, consumer, dev, migrate, status, replay, loadgen,
-import), registered on the CLI parser."""
+"""The long-running and operating commands (receiver, consumer, dev, migrate, status, events, replay,
+loadgen, import, tenants reload), registered on the CLI parser."""
 
 from __future__ import annotations
 
@@ -79,6 +79,35 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if snapshot.healthy else 1
 
 
+def _events(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.events.command import Options, main
+    from consumers.sinks.reader import EventFilter
+
+    where = EventFilter(tenant=args.tenant, source=args.source, event_type=args.type)
+    options = Options(where, limit=args.limit, follow=args.follow, json=args.json, interval=args.interval)
+    return main(settings.sink, options)
+
+
+EVENTS_HELP = """\
+the newest rows of the sink (EVENTPIPE_SINK, SQLite or PostgreSQL), oldest first as `tail` prints
+them: stored_at and occurred_at (UTC), tenant, source, event_type, the user (or anonymous) id,
+product, quantity, price and event_id. The table leaves out the columns that hold personal data and
+free text (attributes, raw, items, placement, search_query) and masks a user id that is an email
+address or phone number; --json prints every column of every row, one JSON object per line, the JSON
+columns (raw included) as JSON. --follow then prints rows as they are stored, polling every
+--interval seconds, until Ctrl-C. Exits 1 when the sink cannot be read or has no events table."""
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+        return value
+
+    return parse
+
+
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from consumers import replay
 
@@ -141,6 +170,17 @@ def register(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--group", help="consumer group (default EVENTPIPE_CONSUMER_GROUP)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    p = add("events", "the newest rows of the sink as a table or JSON lines; --follow for more", _events)
+    p.description = EVENTS_HELP
+    p.add_argument("--limit", "-n", type=_positive(int), default=20, help="rows to show (default 20)")
+    p.add_argument("--source", choices=["topsort", "retailrocket", "dfinery", "impression"])
+    p.add_argument("--type", help="an event_type, e.g. purchase or product_view")
+    p.add_argument("--tenant", help="a tenant id")
+    p.add_argument("--follow", "-f", action="store_true", help="then print new rows as they are stored")
+    p.add_argument("--json", action="store_true", help="one JSON object per line with every column")
+    p.add_argument(
+        "--interval", type=_positive(float), default=1.0, help="seconds between polls with --follow"
+    )
     p = add("replay", "re-read the raw topic from a time or offset into the sink (idempotent)", _replay)
     p.description = REPLAY_HELP
     p.add_argument("--from", dest="start", required=True, metavar="TIME|DURATION|earliest|OFFSET")

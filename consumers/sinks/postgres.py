@@ -13,6 +13,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from asyncpg.exceptions import _base as asyncpg_base
@@ -188,6 +189,14 @@ class PostgresSink:
         pool = await self._ensure_pool()
         try:
             return int(await pool.fetchval(COUNT))
+        except _UNAVAILABLE as exc:
+            raise SinkUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
+
+    async def fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement (`eventpipe events`)."""
+        pool = await self._ensure_pool()
+        try:
+            return [tuple(row) for row in await pool.fetch(sql, *params)]
         except _UNAVAILABLE as exc:
             raise SinkUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
 

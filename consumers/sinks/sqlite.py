@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from consumers.sinks.base import WriteResult
 from consumers.sinks.schema import COUNT, SQLITE_DDL, SQLITE_INSERT, TABLE, SqliteRow, sqlite_row, sqlite_time
@@ -89,6 +89,10 @@ class SqliteSink:
     async def count(self) -> int:
         return await asyncio.to_thread(self._locked, self._count)
 
+    async def fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement (`eventpipe events`)."""
+        return await asyncio.to_thread(self._locked, self._fetch, sql, params)
+
     def _locked(self, call: Callable[..., T], *args: object) -> T:
         with self._lock:
             try:
@@ -145,6 +149,9 @@ class SqliteSink:
     def _count(self) -> int:
         row = self._connection().execute(COUNT).fetchone()
         return int(row[0])
+
+    def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._connection().execute(sql, tuple(params)).fetchall()]
 
     def _ping(self) -> bool:
         # Bounded wait for the connection: a ping must answer within a couple of seconds.
