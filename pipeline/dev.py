@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +107,19 @@ def curl_lines(base: str, keys: DemoKeys, now: datetime) -> list[str]:
         f"curl -i {json_h} -H 'Authorization: Bearer {keys.api_key}' {base}/api/v1/events -d '{dfinery}'",
         f"curl -i {json_h} -H 'Authorization: Bearer {jwt}' {base}/upload/impression -d '{impression}'",
     ]
+
+
+def program(environ: Mapping[str, str]) -> str:
+    """How the shell that started this runs eventpipe: `eventpipe` when its PATH finds this one, else
+    the script beside this Python (`make dev` runs .venv/bin/eventpipe without activating the venv)."""
+    beside = Path(sys.executable).parent / "eventpipe"
+    found = shutil.which("eventpipe", path=environ.get("PATH"))
+    if not beside.exists():
+        return "eventpipe" if found else f"{sys.executable} -m pipeline.cli"
+    if found and Path(found).resolve() == beside.resolve():
+        return "eventpipe"
+    relative = os.path.relpath(beside)
+    return relative if not relative.startswith("..") else str(beside)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -206,12 +221,11 @@ def _run_pipeline(settings: Settings, environ: Mapping[str, str], state_dir: Pat
         print("Try one event per vendor:\n")
         for line in curl_lines(base, keys, datetime.now(UTC)):
             print(line + "\n")
-        db = sink.removeprefix("sqlite:///")
-        if sink.startswith("sqlite:///"):
-            query = "select source, event_type, event_id from events"
-            print(f"Then: sqlite3 {db} '{query}'\n")
+        eventpipe = program(environ)
+        print("Then watch the rows land (Ctrl-C stops watching; --json shows every column):\n")
+        print(f"{eventpipe} events --follow\n")
         keys_file = state_dir / "demo-keys.json"
-        print(f"Mixed traffic for 30 s: eventpipe loadgen --url {base} --credentials {keys_file}\n")
+        print(f"Mixed traffic for 30 s: {eventpipe} loadgen --url {base} --credentials {keys_file}\n")
         print("Ctrl-C stops everything.")
         while all(proc.poll() is None for _, proc in procs):
             time.sleep(0.5)

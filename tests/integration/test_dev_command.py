@@ -1,5 +1,6 @@
 """The README's first command as a user runs it: `eventpipe dev` brings the pipeline up, the curl lines
-it prints land rows in SQLite, and Ctrl-C stops every process it started."""
+it prints land rows in SQLite, the `eventpipe events` line it prints shows them (a fresh machine has
+no sqlite3 program), and Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
@@ -44,6 +45,22 @@ def test_dev_runs_the_pipeline_and_its_curl_lines_land_rows(kafka_bootstrap: str
 
         every_vendor = ["dfinery", "impression", "retailrocket", "topsort"]
         wait_until(lambda: sources() == every_vendor, 30, lambda: f"a row per vendor; have {sources()}")
+
+        text = dev.text()
+        assert "sqlite3" not in text
+        (printed,) = [line for line in text.splitlines() if line.endswith(" events --follow")]
+        shown = subprocess.run(
+            shlex.split(printed.removesuffix(" --follow")),
+            env=dev.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        header, *rows = shown.stdout.splitlines()
+        assert header.split()[:4] == ["stored_at", "occurred_at", "tenant", "source"]
+        assert sorted(row.split()[3] for row in rows) == every_vendor
     assert dev.stop() == 0, dev.text()
     # every child stopped with it: nothing listens any more on the receiver's or consumers' ports
     for port in (dev.http_port, *dev.consumer_ports):

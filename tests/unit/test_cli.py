@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import jwt
+import pytest
 
 from pipeline.tenants import key_digest
 
@@ -77,3 +78,18 @@ def test_bad_setting_is_a_clear_error() -> None:
     out = eventpipe("topics", "ensure", env={"EVENTPIPE_HTTP_PORT": "eighty"})
     assert out.returncode == 2
     assert "http_port" in out.stderr
+
+
+def test_dev_names_eventpipe_as_the_shell_that_started_it_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.dev import program
+
+    beside = Path(sys.executable).parent / "eventpipe"
+    assert beside.exists()  # the venv's script, installed with the package
+    assert program({"PATH": str(beside.parent)}) == "eventpipe"
+    # `make dev` runs .venv/bin/eventpipe without the venv on the PATH: the script's own path then.
+    monkeypatch.chdir(beside.parent.parent.parent)
+    assert program({"PATH": str(tmp_path)}) == os.path.relpath(beside)
+    monkeypatch.chdir(tmp_path)
+    assert program({"PATH": str(tmp_path)}) == str(beside)
