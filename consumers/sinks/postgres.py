@@ -214,7 +214,8 @@ class PostgresSink:
                         max_size=self._max_size,
                         command_timeout=self._command_timeout,
                         timeout=self._connect_timeout,
-                        init=_init_connection,
+                        # Readers need no staging table, and may be on a read-only standby.
+                        init=_init_connection if self.create else None,
                     )
                 except _UNAVAILABLE as exc:
                     raise SinkUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc

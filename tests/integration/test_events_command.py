@@ -217,3 +217,15 @@ async def test_an_unreachable_database_is_one_clear_line() -> None:
     )
     assert "Traceback" not in out.stderr and "s3cret" not in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sink_url", ["postgresql"], indirect=True)
+async def test_reading_postgresql_needs_no_write_access(sink_url: str) -> None:
+    """As on a read-only standby or with a read-only role: the reader creates nothing, not even the
+    writers' per-connection staging table."""
+    await fill(sink_url)
+    read_only = f"{sink_url}?default_transaction_read_only=on"
+    out = await eventpipe("events", "-n", "1", env={"EVENTPIPE_SINK": read_only})
+    assert out.returncode == 0, out.stderr
+    assert event_ids(out.stdout) == ["ev-4"]
