@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline/ pipeline/
 COPY producers/ producers/
 COPY consumers/ consumers/
+COPY eventpipe/ eventpipe/
 # Every dependency ships manylinux wheels (aiohttp, msgspec, uvloop, asyncpg, cramjam), so no compiler
 # is needed. The pip cache mount keeps rebuilds after a code change quick.
 RUN --mount=type=cache,target=/root/.cache/pip \

@@ -77,7 +77,7 @@ def receiver(
     env: Mapping[str, str], workers: int, logdir: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
-    args = [sys.executable, "-m", "pipeline.cli", "receiver", "--workers", str(workers), "--port", str(port)]
+    args = [sys.executable, "-m", "eventpipe", "receiver", "--workers", str(workers), "--port", str(port)]
     proc = _spawn(args, env, logdir / f"receiver-{port}.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", [proc])
@@ -107,7 +107,7 @@ def noop_server(workers: int, logdir: Path) -> Iterator[tuple[str, subprocess.Po
 
 @contextlib.contextmanager
 def consumers(env: Mapping[str, str], count: int, logdir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    args = [sys.executable, "-m", "pipeline.cli", "consumer"]
+    args = [sys.executable, "-m", "eventpipe", "consumer"]
     procs = [
         _spawn(args, {**env, "EVENTPIPE_METRICS_PORT": "0"}, logdir / f"consumer-{i}.log")
         for i in range(count)

@@ -44,7 +44,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.services import free_port
-from pipeline import dev, kafka_local, topics
+from eventpipe import dev
+from pipeline import kafka_local, topics
 from pipeline.settings import Settings
 
 MEMORY_GROWTH = 0.10
@@ -76,7 +77,7 @@ class Soak:
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *args],
+            [sys.executable, "-m", "eventpipe", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

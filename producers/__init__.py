@@ -1,1 +1,1 @@
-"""What writes to Kafka: the HTTP receiver, the load generator and file import."""
+"""What writes to Kafka: the HTTP receiver and file import."""

@@ -21,7 +21,7 @@ async def eventpipe(*args: str, env: dict[str, str]) -> Finished:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "pipeline.cli",
+        "eventpipe",
         *args,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,

@@ -108,7 +108,7 @@ def _running(
     output = workdir / f"{command}-{os.urandom(3).hex()}.log"
     with output.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", command, *args],
+            [sys.executable, "-m", "eventpipe", command, *args],
             env=environ,
             stdout=sink,
             stderr=subprocess.STDOUT,

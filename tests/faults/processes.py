@@ -48,7 +48,7 @@ class Process:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", *self._args],
+                [sys.executable, "-m", "eventpipe", *self._args],
                 env=self._env,
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,

@@ -62,7 +62,7 @@ def running_dev(kafka_bootstrap: str, data_dir: Path, **settings: str) -> Iterat
     output = data_dir / "dev.out"
     with output.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "eventpipe", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     dev = DevProcess(proc, env, output)
     try:

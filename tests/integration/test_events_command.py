@@ -126,7 +126,7 @@ async def test_json_lines_hold_every_column_as_stored(sink_url: str) -> None:
 async def following(url: str, *args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
     """`eventpipe events --follow` running, its stdout lines collected as they come."""
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "pipeline.cli", "events", "--follow", "--interval", "0.1", *args),
+        *(sys.executable, "-m", "eventpipe", "events", "--follow", "--interval", "0.1", *args),
         env={**os.environ, "EVENTPIPE_SINK": url},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

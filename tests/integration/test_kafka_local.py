@@ -17,7 +17,7 @@ pytestmark = pytest.mark.network
 
 def eventpipe(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "eventpipe", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.loadgen.tally import OUTCOMES
+from eventpipe.loadgen.tally import OUTCOMES
 from producers.receiver.app import STATE
 from tests.cli_process import eventpipe
 from tests.corpus import API_KEY, JWT_SECRET_ENV, PARTNER_ID, jwt_secret

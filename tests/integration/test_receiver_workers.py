@@ -66,7 +66,7 @@ async def test_workers_share_the_tenants_rate_limit(kafka_bootstrap: str, tmp_pa
     out = tmp_path / "receiver.out"
     with out.open("wb") as sink:
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "pipeline.cli", "receiver", "--workers", "2"),
+            *(sys.executable, "-m", "eventpipe", "receiver", "--workers", "2"),
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,

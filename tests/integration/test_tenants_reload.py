@@ -94,7 +94,7 @@ async def running_receiver(
     output = tmp_path / "receiver.out"
     with output.open("wb") as sink:
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "pipeline.cli", "receiver", "--workers", str(workers)),
+            *(sys.executable, "-m", "eventpipe", "receiver", "--workers", str(workers)),
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from pipeline.tenants import key_digest
 
 def eventpipe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "eventpipe", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -83,7 +83,7 @@ def test_bad_setting_is_a_clear_error() -> None:
 def test_dev_names_eventpipe_as_the_shell_that_started_it_runs_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.dev import program
+    from eventpipe.dev import program
 
     beside = Path(sys.executable).parent / "eventpipe"
     assert beside.exists()  # the venv's script, installed with the package

@@ -12,13 +12,13 @@ from pathlib import Path
 import jwt
 import pytest
 
+from eventpipe.loadgen import summary
+from eventpipe.loadgen.command import _config, credentials
+from eventpipe.loadgen.options import add_arguments
+from eventpipe.loadgen.tally import Histogram, Tally
+from eventpipe.loadgen.traffic import Kind, Origin, PlannedEvent, PlannedRequest
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
-from producers.loadgen import summary
-from producers.loadgen.command import _config, credentials
-from producers.loadgen.options import add_arguments
-from producers.loadgen.tally import Histogram, Tally
-from producers.loadgen.traffic import Kind, Origin, PlannedEvent, PlannedRequest
 
 
 def request(*events: PlannedEvent, source: str = "topsort", accepted: bool = True) -> PlannedRequest:

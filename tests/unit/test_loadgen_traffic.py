@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from consumers.window import WindowPolicy, verdict
+from eventpipe.loadgen.traffic import SOURCES, Kind, PlannedRequest, Shares, TrafficConfig, TrafficPlan
 from pipeline.formats import all_formats
 from pipeline.formats.base import Rejection
 from pipeline.record import RecordMeta
-from producers.loadgen.traffic import SOURCES, Kind, PlannedRequest, Shares, TrafficConfig, TrafficPlan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TENANT = "shop-a"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from producers.loadgen.vendors.base import VendorTraffic
+from eventpipe.loadgen.vendors.base import VendorTraffic
 
 
 def all_vendors(tenant: str) -> Mapping[str, VendorTraffic]:
-    from producers.loadgen.vendors import dfinery, impression, retailrocket, topsort
+    from eventpipe.loadgen.vendors import dfinery, impression, retailrocket, topsort
 
     vendors: list[VendorTraffic] = [
         topsort.TopsortTraffic(),

@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from producers.loadgen.traffic import Kind, PlannedRequest
+from eventpipe.loadgen.traffic import Kind, PlannedRequest
 
 # The consumers' outcomes (eventpipe_consumer_events_total{outcome}) an accepted event leads to.
 OUTCOMES = ("stored", "duplicate", "late", "future", "invalid")

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from producers.loadgen.tally import OUTCOMES, Tally
-from producers.loadgen.traffic import Kind
+from eventpipe.loadgen.tally import OUTCOMES, Tally
+from eventpipe.loadgen.traffic import Kind
 
 
 @dataclass(frozen=True)

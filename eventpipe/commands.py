@@ -7,10 +7,10 @@ import argparse
 import os
 from collections.abc import Callable
 
+from eventpipe.loadgen.options import add_arguments as loadgen_arguments
 from pipeline import logging as ep_logging
 from pipeline import tenants as tenants_mod
 from pipeline.settings import Settings
-from producers.loadgen.options import add_arguments as loadgen_arguments
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -59,7 +59,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import dev
+    from eventpipe import dev
 
     ep_logging.configure(settings)
     return dev.run(settings, os.environ)
@@ -129,7 +129,7 @@ are only there within the topic's retention. Run one replay per group at a time.
 
 
 def _loadgen(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.loadgen.command import main
+    from eventpipe.loadgen.command import main
 
     return main(args, settings, os.environ)
 

@@ -12,9 +12,9 @@ from typing import IO
 import aiohttp
 import msgspec
 
+from eventpipe.loadgen.tally import Tally
+from eventpipe.loadgen.traffic import PlannedRequest, TrafficPlan
 from pipeline.errors import ConfigError
-from producers.loadgen.tally import Tally
-from producers.loadgen.traffic import PlannedRequest, TrafficPlan
 
 PROGRESS_SECONDS = 0.5
 USER_AGENT = "eventpipe-loadgen"

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_runtime_commands(add: Callable[[str, str, Handler], argparse.ArgumentParser]) -> None:
     """Commands whose modules import the heavier runtime (aiohttp app, consumer): imported lazily so
     that `eventpipe kafka ...` stays quick."""
-    from pipeline import commands
+    from eventpipe import commands
 
     commands.register(add)
 

@@ -115,7 +115,7 @@ def program(environ: Mapping[str, str]) -> str:
     beside = Path(sys.executable).parent / "eventpipe"
     found = shutil.which("eventpipe", path=environ.get("PATH"))
     if not beside.exists():
-        return "eventpipe" if found else f"{sys.executable} -m pipeline.cli"
+        return "eventpipe" if found else f"{sys.executable} -m eventpipe"
     if found and Path(found).resolve() == beside.resolve():
         return "eventpipe"
     relative = os.path.relpath(beside)
@@ -166,7 +166,7 @@ def _run_pipeline(settings: Settings, environ: Mapping[str, str], state_dir: Pat
     env = dict(environ)
     env["EVENTPIPE_TENANTS"] = str(tenants_path)
     env.setdefault("EVENTPIPE_LOG_FORMAT", "json")
-    exe = [sys.executable, "-m", "pipeline.cli"]
+    exe = [sys.executable, "-m", "eventpipe"]
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,13 @@ from typing import Any, TextIO
 
 import uvloop
 
+from eventpipe.loadgen import summary as summary_mod
+from eventpipe.loadgen.runner import Credentials, Ledger, LoadOptions, run
+from eventpipe.loadgen.tally import Tally
+from eventpipe.loadgen.traffic import Shares, TrafficConfig, TrafficPlan
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from pipeline.tenants import mint_jwt
-from producers.loadgen import summary as summary_mod
-from producers.loadgen.runner import Credentials, Ledger, LoadOptions, run
-from producers.loadgen.tally import Tally
-from producers.loadgen.traffic import Shares, TrafficConfig, TrafficPlan
 from producers.progress import ProgressDisplay
 
 MAX_BATCH = 50

@@ -8,9 +8,9 @@ from datetime import datetime
 from random import Random
 from typing import Any
 
+from eventpipe.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, iso
 from pipeline.canonical import derive_event_id
 from pipeline.formats.retailrocket import BATCH, METHODS
-from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, iso
 
 SOURCE = "retailrocket"
 OMIT_TIME_SHARE = 0.1

@@ -8,9 +8,9 @@ from datetime import datetime
 from random import Random
 from typing import Any
 
+from eventpipe.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, random_uuid
 from pipeline.canonical import derive_event_id
 from pipeline.formats.impression import EVENT_TYPES, ORDER_KEYS, ROUTE
-from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, random_uuid
 
 SOURCE = "impression"
 OMIT_TIME_SHARE = 0.2

@@ -8,7 +8,7 @@ from datetime import datetime
 from random import Random
 from typing import Any
 
-from producers.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, iso, random_uuid
+from eventpipe.loadgen.vendors.base import Body, Draft, Visit, Weighted, encode, iso, random_uuid
 
 SOURCE = "topsort"
 MAX_PER_ARRAY = 50

@@ -8,7 +8,7 @@ from datetime import datetime
 from random import Random
 from typing import Any
 
-from producers.loadgen.vendors.base import (
+from eventpipe.loadgen.vendors.base import (
     Body,
     Draft,
     Visit,

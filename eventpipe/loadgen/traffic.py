@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from random import Random
 
-from producers.loadgen.vendors import all_vendors
-from producers.loadgen.vendors.base import Draft, VendorTraffic, Visit, broken
+from eventpipe.loadgen.vendors import all_vendors
+from eventpipe.loadgen.vendors.base import Draft, VendorTraffic, Visit, broken
 
 SOURCES = ("topsort", "retailrocket", "dfinery", "impression")
 # Recent valid events per source that duplicates are drawn from (retries resend recent events).
