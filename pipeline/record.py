@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pipeline.errors import InvalidEvent
 
@@ -20,6 +21,14 @@ class RecordMeta:
     received_at_ms: int
     request_id: str
     schema: str = SCHEMA_VERSION
+
+    @property
+    def received_at(self) -> datetime:
+        """The receiver's clock when it accepted the request, as aware UTC: every format stores it, and
+        the window measures against it. Decoded here, once, rather than by each of the four formats.
+        A value out of datetime's range (a record the receiver did not write) raises ValueError or
+        OverflowError."""
+        return datetime.fromtimestamp(self.received_at_ms / 1000, tz=UTC)
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [

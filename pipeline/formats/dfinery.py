@@ -309,7 +309,7 @@ class DfineryFormat:
         except (UnicodeDecodeError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidEvent("undecodable", f"DFINERY event body: {exc}") from exc
         event, user = request.event_attributes, request.user_attributes
-        received_at = common.from_epoch_millis(meta.received_at_ms)
+        received_at = meta.received_at
         items = props.event_attributes.get("items")
         return [
             CanonicalEvent(

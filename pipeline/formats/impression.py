@@ -16,7 +16,6 @@ from pipeline.formats.base import Accepted, Problem, Rejection, Reply, Route
 from pipeline.formats.common import (
     decode,
     describe,
-    from_epoch_millis,
     from_epoch_seconds,
     json_reply,
     retry_headers,
@@ -164,7 +163,7 @@ class ImpressionFormat:
     def to_canonical(self, body: bytes, meta: RecordMeta) -> list[CanonicalEvent]:
         try:
             raw_request = _RAW_DECODER.decode(body)
-            received_at = from_epoch_millis(meta.received_at_ms)
+            received_at = meta.received_at
             return [_event(raw, meta, received_at) for raw in raw_request.events]
         except (msgspec.DecodeError, RecursionError, ValueError, OverflowError) as exc:
             # msgspec.ValidationError is a DecodeError: a body the receiver would have refused.

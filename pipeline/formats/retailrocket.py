@@ -300,7 +300,7 @@ class RetailRocketFormat:
         method = _ROUTE_NAMES.get(meta.route)
         if method is None:
             raise InvalidEvent("undecodable", f"unknown Retail Rocket route {meta.route!r}")
-        received_at = common.from_epoch_millis(meta.received_at_ms)
+        received_at = meta.received_at
         try:
             body.decode("utf-8")
             if method == BATCH:

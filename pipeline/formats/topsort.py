@@ -13,7 +13,7 @@ import msgspec
 from pipeline.canonical import CanonicalEvent
 from pipeline.errors import InvalidEvent
 from pipeline.formats.base import Accepted, Problem, Rejection, Reply, Route
-from pipeline.formats.common import decode, describe, from_epoch_millis, json_reply, retry_headers
+from pipeline.formats.common import decode, describe, json_reply, retry_headers
 from pipeline.record import RecordMeta
 
 SOURCE: Final = "topsort"
@@ -241,7 +241,7 @@ class TopsortFormat:
     def to_canonical(self, body: bytes, meta: RecordMeta) -> list[CanonicalEvent]:
         try:
             raw_request = _RAW_DECODER.decode(body)
-            received_at = from_epoch_millis(meta.received_at_ms)
+            received_at = meta.received_at
             events: list[CanonicalEvent] = []
             for raw in raw_request.impressions or ():
                 events.append(_interaction("impression", raw, meta, received_at))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,11 @@ def test_help_lists_every_setting() -> None:
 def test_record_headers_round_trip() -> None:
     meta = RecordMeta("topsort", "events", "shop-a", 1_700_000_000_123, "abc")
     assert RecordMeta.from_headers(meta.headers()) == meta
+
+
+def test_received_at_is_the_header_as_aware_utc() -> None:
+    meta = RecordMeta("topsort", "events", "shop-a", 1_700_000_000_123, "abc")
+    assert meta.received_at == datetime(2023, 11, 14, 22, 13, 20, 123_000, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
