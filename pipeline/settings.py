@@ -56,19 +56,15 @@ class Settings:
     produce_timeout_seconds: float = _setting(5.0, "Kafka must acknowledge within this, else 503")
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight requests may finish")
     # Each request awaits its record's acknowledgement, so the linger is added to every request's
-    # latency; records still batch while a produce request is in flight. 1 ms against 5: 7.2k vs 5.5k
-    # single-event requests/s, 282k vs 161k batched events/s, 6.3 vs 10.6 CPU-s per million events
-    # (python -m bench.sweep producer_linger_ms 0,1,5 --only receiver; docs/PERFORMANCE.md).
+    # latency. Why 1 ms, measured: docs/PERFORMANCE.md, "Where the defaults come from".
     producer_linger_ms: int = _setting(1, "producer batching delay")
     producer_compression: str = _setting("lz4", "none, gzip, snappy, lz4 or zstd")
     batch_max_records: int = _setting(2000, "consumer batch bound: Kafka records")
     batch_max_bytes: int = _setting(
         4 * 1024 * 1024, "consumer batch bound: record bytes (bounds events per transaction)"
     )
-    # 25 ms against 100: request-to-row p50 68 vs 102 ms at a steady 20k events/s (p99 293 vs 277,
-    # within the run-to-run noise) for twice the transactions (python -m bench.steady), and no
-    # throughput lost: at saturation batches fill by size first (python -m bench.sweep
-    # batch_max_wait_ms 100,50,25,10 --only e2e; docs/PERFORMANCE.md).
+    # Part of every event's request-to-row latency; under load batches fill by size first. Why 25 ms,
+    # measured: docs/PERFORMANCE.md, "Where the defaults come from".
     batch_max_wait_ms: int = _setting(25, "consumer batch bound: time (part of request-to-row latency)")
     dedup_cache_size: int = _setting(500_000, "recently seen event keys kept in memory per consumer")
     sink_retry_max_seconds: float = _setting(30.0, "cap of the backoff while the sink is down")

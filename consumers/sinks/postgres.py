@@ -2,10 +2,9 @@
 since the worker's in-memory dedup already dropped the duplicates it knows of. When the key refuses
 a row (a redelivery after a crash, a replay, another consumer holding the same event), that
 transaction rolls back and the batch goes the careful way: COPY into a per-connection staging table,
-then one INSERT … ON CONFLICT DO NOTHING into `events`. The careful way costs the server 1.6 times the
-CPU of the direct COPY and stores 0.7 times the rows per second (python -m bench.pg_write), so it is
-kept for after a conflict, and then for a while, rather than pay for a refused COPY on every batch of
-a replay."""
+then one INSERT … ON CONFLICT DO NOTHING into `events`. The careful way costs the server more per row,
+so it is kept for after a conflict, and then for a while, rather than pay for a refused COPY on every
+batch of a replay (the measurements: docs/PERFORMANCE.md, "Where the defaults come from")."""
 
 from __future__ import annotations
 
