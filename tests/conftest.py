@@ -18,7 +18,7 @@ KAFKA_BOOTSTRAP = os.environ.get("EVENTPIPE_TEST_KAFKA", "127.0.0.1:9092")
 POSTGRES_DSN = os.environ.get("EVENTPIPE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Markers whose tests may talk to the network (loopback) and to local services.
-NETWORK_MARKERS = ("kafka", "postgres", "faults", "network")
+NETWORK_MARKERS = ("kafka", "postgres", "faults", "network", "browser")
 
 
 def _reachable(host: str, port: int) -> bool:
