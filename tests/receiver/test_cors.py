@@ -283,3 +283,24 @@ async def test_text_plain_is_still_validated_and_other_types_still_refused(
     body = json.dumps(await form.json())
     assert "text/plain" in body  # the message names what is accepted
     assert await record_count(kafka_settings.kafka_bootstrap, kafka_settings.raw_topic) == 0
+
+
+async def test_the_openapi_document_names_the_cors_behaviour(start) -> None:  # type: ignore[no-untyped-def]
+    client = await start()
+    doc = await (await client.get("/openapi.json")).json()
+    for source, path in BROWSER_ROUTES:
+        preflight = doc["paths"][path]["options"]
+        assert set(preflight["responses"]["204"]["headers"]) >= {
+            "Access-Control-Allow-Origin",
+            "Access-Control-Allow-Headers",
+            "Access-Control-Max-Age",
+        }, path
+        post = doc["paths"][path]["post"]
+        assert "allowed_origins" in post["description"]
+        assert all("Access-Control-Allow-Origin" in reply["headers"] for reply in post["responses"].values())
+        assert "text/plain" in post["requestBody"]["content"], path
+        # Only where the query carries credentials can a preflight be refused for its origin.
+        assert ("403" in preflight["responses"]) is (source in cors.QUERY_CREDENTIAL_SOURCES)
+    dfinery = doc["paths"]["/api/v1/events"]
+    assert set(dfinery) == {"post"}
+    assert "text/plain" not in dfinery["post"]["requestBody"]["content"]
