@@ -30,7 +30,7 @@ _JSON_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
 
 def check_content_type(request: web.Request, json_required: bool, beacons: bool = False) -> None:
     """`beacons`: the route is browser-facing, so text/plain is taken as JSON too. navigator.sendBeacon
-    with a string sends `text/plain;charset=UTF-8`, and trackers post text/plain because it needs no
+    with a string sends `text/plain;charset=UTF-8`, and a page may post text/plain because it needs no
     CORS preflight; the body is then validated as the route's JSON like any other."""
     if not json_required:
         return

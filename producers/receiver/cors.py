@@ -1,8 +1,9 @@
 """CORS on the browser-facing routes (Topsort, Retail Rocket, the Impression API): the preflight's
-answer, the headers every reply carries, and each tenant's allowed origins. Their vendors' tracking
-scripts and SDKs run in shoppers' browsers on the shop's own origin, so their services answer CORS.
-DFINERY's S2S API is called from servers only and gets none of it: without CORS a browser cannot send
-its bearer token cross-origin, which keeps a server token out of web pages."""
+answer, the headers every reply carries, and each tenant's allowed origins. Topsort's SDK and tracking
+script and the Impression API are called from shoppers' browsers on the shop's own origin, and shops
+post Retail Rocket's tracking methods from pages too (its documents would keep the apiKey off pages:
+README). DFINERY's S2S API is called from servers only and gets none of it: without CORS a browser
+cannot send its bearer token cross-origin, which keeps a server token out of web pages."""
 
 from __future__ import annotations
 

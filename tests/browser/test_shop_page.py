@@ -1,7 +1,8 @@
 """A shop page in headless Chromium, served from another origin than the receiver, reports through the
 vendors' own clients: Topsort's official SDK (impressions, clicks, purchases, pageviews, with the
-preflight its Authorization and JSON need), Retail Rocket's and the Impression API's web integrations
-with fetch and with sendBeacon. The rows must land in the sink through the whole pipeline; a page on an
+preflight its Authorization and JSON need); and the Retail Rocket tracking API's and the Impression API's
+documented bodies posted from the page with fetch (JSON, so preflighted) and with sendBeacon (text/plain,
+credentials in the query). The rows must land in the sink through the whole pipeline; a page on an
 origin its tenant does not allow is refused and nothing of it is stored."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the shop's pages send: Topsort's SDK README example, and Retail Rocket's and the Impression API's
-documented bodies as their web integrations post them (fetch with JSON, or a beacon with a string), each
-made this run's own (identities and event ids tagged, times set to now) so that rows can be found and no
-earlier run's events deduplicate them. The steps are read by pages/shop.html."""
+documented bodies as a page posts them (fetch with JSON, or a beacon with a string), each made this
+run's own (identities and event ids tagged, times set to now) so that rows can be found and no earlier
+run's events deduplicate them. The steps are read by pages/shop.html."""
 
 from __future__ import annotations
 
