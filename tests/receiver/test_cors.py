@@ -22,7 +22,7 @@ from pipeline.record import RecordMeta
 from pipeline.settings import Settings
 from pipeline.tenants import mint_jwt
 from producers.receiver import cors
-from producers.receiver.app import create_app
+from producers.receiver.app import STATE, create_app
 from tests.corpus import API_KEY, PARTNER_ID, Case, jwt_secret, load_cases, sample_per_vendor
 from tests.kafka_util import read_all, record_count
 from tests.receiver.conftest import serve, wait_until_ready
@@ -304,3 +304,20 @@ async def test_the_openapi_document_names_the_cors_behaviour(start) -> None:  # 
     dfinery = doc["paths"]["/api/v1/events"]
     assert set(dfinery) == {"post"}
     assert "text/plain" not in dfinery["post"]["requestBody"]["content"]
+
+
+async def test_allowed_origins_follow_a_tenants_reload(start, directory) -> None:  # type: ignore[no-untyped-def]
+    """The origins are read from the tenants the receiver serves now: a reload (SIGHUP) changes them
+    from the next request on, preflights included."""
+    client = await start()
+    case = SAMPLES["topsort"]
+    assert (await _post(client, case, headers={"Origin": ROGUE})).status == case.status
+    client.app[STATE].use_tenants(_with_origins(directory, "shop-a", SHOP))
+    refused = await _post(client, case, headers={"Origin": ROGUE})
+    assert (refused.status, refused.headers[cors.ERROR_HEADER]) == (403, cors.ORIGIN_REFUSED)
+    query = {"apiKey": API_KEY, "partnerId": PARTNER_ID}
+    preflight = await client.options(
+        "/1.0/view", params=query, headers=_preflight_headers(ROGUE, "content-type")
+    )
+    assert preflight.status == 403
+    assert (await _post(client, case, headers={"Origin": SHOP})).status == case.status
