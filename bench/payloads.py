@@ -31,6 +31,7 @@ class Scenario:
     template: str
     events: int
     batched: bool = field(default=False)
+    method: str = field(default="POST")
 
     def body(self, tag: str = "000000000000") -> bytes:
         """The body with its ids tagged; a tag is 12 hex digits (DFINERY's event_id is a UUID)."""

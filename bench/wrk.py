@@ -81,6 +81,7 @@ def _script(
         "@UNIQUE@": "true" if unique else "false",
         "@HEADERS@": headers,
         "@RUN_ID@": str(next(_RUN_IDS) % 4096),
+        "@METHOD@": scenario.method,
     }
     text = SCRIPT.read_text()
     for key, value in params.items():

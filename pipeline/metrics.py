@@ -20,7 +20,8 @@ class Metrics:
         # multiply series, and a tenant id can identify a customer.
         self.tenant_labels = tenant_labels
         by_tenant = ["tenant"] if tenant_labels else []
-        # Receiver: requests answered, by vendor, route and HTTP status.
+        # Receiver: requests answered, by vendor, route and HTTP status; CORS preflights (OPTIONS) count
+        # under route="preflight".
         self.requests = Counter(
             "eventpipe_receiver_requests", "HTTP requests answered", ["source", "route", "status"], registry=r
         )
@@ -61,7 +62,7 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        # Receiver: refused requests by reason (auth, schema, too_large, rate_limited, unavailable, ...);
+        # Receiver: refused requests by reason (auth, origin, schema, too_large, rate_limited, unavailable, ...);
         # tenant if allowed ("unknown" before authentication).
         self.rejections = Counter(
             "eventpipe_receiver_rejections",

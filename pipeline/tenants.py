@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jwt
 
+from pipeline import origins
 from pipeline.errors import ConfigError
 from pipeline.rate_limits import check_limits
 
@@ -34,6 +35,8 @@ class Tenant:
     # Per-source overrides of the rate limit settings (requests/s, 0 = unlimited; burst).
     rate_limits: Mapping[str, float] = field(default_factory=dict, hash=False)
     rate_limit_bursts: Mapping[str, float] = field(default_factory=dict, hash=False)
+    # The browser origins whose requests the tenant accepts (CORS routes only; default any).
+    allowed_origins: origins.AllowedOrigins = origins.ALLOW_ANY
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ def parse(text: str, environ: Mapping[str, str]) -> TenantDirectory:
                 jwt_secrets=tuple(s for s in secrets if s),
                 rate_limits=rates,
                 rate_limit_bursts=bursts,
+                allowed_origins=origins.parse(entry.get("allowed_origins"), where),
             )
         )
     ids = [t.id for t in tenants]

@@ -55,11 +55,13 @@ pg_stop() {
 # Debian tools the suite runs for real: command, then the package that provides it. promtool and
 # prometheus check the configs and scrape `eventpipe dev`; the fault suite loop-mounts a small ext4
 # filesystem (mount, losetup, mkfs.ext4, chattr) and runs a private PostgreSQL as its owner (runuser);
-# openssl makes the native-TLS test's certificate.
+# openssl makes the native-TLS test's certificate; the browser tier runs chromium headless, and node and
+# npm for the vendors' JavaScript SDKs (tests/browser).
 DEBIAN_TOOLS=(
   promtool:prometheus prometheus:prometheus
   losetup:mount mkfs.ext4:e2fsprogs chattr:e2fsprogs runuser:util-linux
   openssl:openssl
+  chromium:chromium node:nodejs npm:npm
 )
 
 debian_tools_install() {

@@ -18,7 +18,7 @@ KAFKA_BOOTSTRAP = os.environ.get("EVENTPIPE_TEST_KAFKA", "127.0.0.1:9092")
 POSTGRES_DSN = os.environ.get("EVENTPIPE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Markers whose tests may talk to the network (loopback) and to local services.
-NETWORK_MARKERS = ("kafka", "postgres", "faults", "network")
+NETWORK_MARKERS = ("kafka", "postgres", "faults", "network", "browser")
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -83,8 +83,8 @@ def _block_sockets_in_unit_tests(
     yield
 
 
-# Statuses seen per fuzzing test and figures measured by the hostile-input tests, printed at the end of
-# the run: the numbers a report cites.
+# Statuses seen per fuzzing test and figures measured by the hostile-input and browser tests, printed at
+# the end of the run: the numbers a report cites.
 FUZZ_TALLY = pytest.StashKey[dict[str, Counter[int]]]()
 FIGURES = pytest.StashKey[list[str]]()
 
@@ -104,7 +104,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     lines = config.stash.get(FIGURES, [])
     if not (tally or lines):
         return
-    terminalreporter.section("fuzzing and hostile input")
+    terminalreporter.section("figures: fuzzing, hostile input, browsers")
     for name, statuses in sorted(tally.items()):
         server_errors = sum(n for status, n in statuses.items() if status >= 500)
         spread = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))

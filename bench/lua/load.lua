@@ -1,4 +1,5 @@
--- wrk script of the bench (bench/wrk.py fills the @NAME@ parameters). One fixed request, or with
+-- wrk script of the bench (bench/wrk.py fills the @NAME@ parameters). One fixed request (METHOD: POST,
+-- or OPTIONS for a CORS preflight, which has no body), or with
 -- UNIQUE its ids tagged per request; with RATE > 0 each thread paces its requests on a fixed schedule
 -- (delay()), else closed loop. done() writes the summary as JSON for the harness.
 local body_file = "@BODY_FILE@"
@@ -9,13 +10,18 @@ local threads = @THREADS@
 local unique = @UNIQUE@
 local placeholder = "@R@"
 local run_id = @RUN_ID@
+local method = "@METHOD@"
 
 local f = assert(io.open(body_file, "rb"))
 local template = f:read("*a")
 f:close()
 
-wrk.method = "POST"
+wrk.method = method
 wrk.path = path
+-- An empty template sends no body (and no Content-Length), as a preflight has none.
+if template == "" then
+  template = nil
+end
 wrk.body = template
 wrk.headers = {}
 @HEADERS@
@@ -30,7 +36,7 @@ function setup(thread)
 end
 
 function init(args)
-  fixed_request = wrk.format("POST", path, wrk.headers, template)
+  fixed_request = wrk.format(method, path, wrk.headers, template)
 end
 
 function request()
@@ -41,7 +47,7 @@ function request()
   -- 12 hex digits: this wrk run, its thread, the request (DFINERY ids are UUIDs)
   local tag = string.format("%03x%x%08x", run_id, thread_no or 0, counter)
   local body = string.gsub(template, placeholder, tag)
-  return wrk.format("POST", path, wrk.headers, body)
+  return wrk.format(method, path, wrk.headers, body)
 end
 
 if rate > 0 then

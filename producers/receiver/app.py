@@ -20,8 +20,8 @@ from pipeline.metrics import Metrics
 from pipeline.rate_limits import PER_SITE_SOURCE, LimitTable
 from pipeline.record import RecordMeta
 from pipeline.settings import Settings
-from pipeline.tenants import TenantDirectory
-from producers.receiver import auth
+from pipeline.tenants import Tenant, TenantDirectory
+from producers.receiver import auth, cors
 from producers.receiver.body import check_content_type, read_body
 from producers.receiver.buckets import RateLimiter
 from producers.receiver.kafka import KafkaUnavailable, RecordProducer
@@ -93,9 +93,12 @@ def create_app(
     for fmt in formats.values():
         for route in fmt.routes:
             app.router.add_post(route.path, _vendor_handler(fmt, route))
+            if cors.browser_facing(fmt.source):
+                app.router.add_route("OPTIONS", route.path, _preflight(fmt))
     # Retail Rocket answers unknown methods with 404; do so in its shape rather than aiohttp's text.
     rr = formats["retailrocket"]
     app.router.add_post("/1.0/{method}", _unknown_method(rr))
+    app.router.add_route("OPTIONS", "/1.0/{method}", _preflight(rr))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -131,8 +134,8 @@ def _request_id(request: web.Request) -> str:
     return uuid.uuid4().hex
 
 
-def _response(reply: Reply, request_id: str) -> web.Response:
-    headers = dict(reply.headers)
+def _response(reply: Reply, request_id: str, extra: Mapping[str, str] | None = None) -> web.Response:
+    headers = {**reply.headers, **extra} if extra else dict(reply.headers)
     headers["X-Request-Id"] = request_id
     if reply.content_type is None:
         return web.Response(status=reply.status, body=reply.body or None, headers=headers)
@@ -149,6 +152,7 @@ def _site(source: str, request: web.Request) -> str:
 def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], Any]:
     source = fmt.source
     authenticate = AUTHENTICATORS[source]
+    browser = cors.browser_facing(source)
 
     async def handle(request: web.Request) -> web.Response:
         state = request.app[STATE]
@@ -159,18 +163,21 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
         metrics.in_flight.inc()
         events = 0
         tenant: str | None = None
+        origin = request.headers.get("Origin") if browser else None
+        refusal: Rejection | None = None
         try:
             try:
                 if state.draining:
                     raise Rejection(Problem.UNAVAILABLE, "shutting down", retry_after=RETRY_AFTER_SECONDS)
                 tenant = authenticate(state, request)
+                cors.check_origin(state.tenants.by_id(tenant), origin)
                 # Before the body is read: a tenant over its limit costs no bandwidth or decoding.
                 allowed, retry_after = state.limiter.acquire(
                     (tenant, source, _site(source, request)), state.clock.monotonic()
                 )
                 if not allowed:
                     raise Rejection(Problem.RATE_LIMITED, "rate limit exceeded", retry_after=retry_after)
-                check_content_type(request, fmt.requires_json_content_type)
+                check_content_type(request, fmt.requires_json_content_type, beacons=browser)
                 body = await read_body(
                     request, settings.max_body_bytes, settings.request_read_timeout_seconds
                 )
@@ -194,9 +201,13 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
                 events = accepted.events
                 reply = accepted.reply
             except Rejection as rejection:
-                metrics.rejections.labels(
-                    source, REJECTION_REASON[rejection.problem], *metrics.tenant(tenant)
-                ).inc()
+                refusal = rejection
+                reason = (
+                    cors.ORIGIN_REASON
+                    if isinstance(rejection, cors.OriginRefused)
+                    else REJECTION_REASON[rejection.problem]
+                )
+                metrics.rejections.labels(source, reason, *metrics.tenant(tenant)).inc()
                 reply = fmt.error(rejection)
                 log.info(
                     "rejected",
@@ -211,7 +222,7 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
             if events:
                 metrics.events_accepted.labels(source, *metrics.tenant(tenant)).inc(events)
             metrics.requests.labels(source, route.name, str(reply.status)).inc()
-            return _response(reply, request_id)
+            return _response(reply, request_id, cors.reply_headers(origin, refusal) if browser else None)
         finally:
             metrics.in_flight.dec()
             metrics.request_latency.labels(source).observe(time.perf_counter() - started)
@@ -225,9 +236,39 @@ def _unknown_method(rr: VendorFormat) -> Callable[[web.Request], Any]:
         reply = rr.error(Rejection(Problem.INVALID, f"unknown method {method!r}", "path"))
         reply = Reply(404, reply.body, reply.content_type, reply.headers)
         request.app[STATE].metrics.requests.labels("retailrocket", "unknown", "404").inc()
+        return _response(reply, _request_id(request), cors.reply_headers(request.headers.get("Origin"), None))
+
+    return handle
+
+
+def _preflight(fmt: VendorFormat) -> Callable[[web.Request], Any]:
+    """OPTIONS on a browser-facing route (cors.preflight): counted under its own route, never sent to
+    Kafka. Where the route's credentials travel in the query, the preflight carries them, and the tenant
+    they name (when valid) has its allowed origins applied at once."""
+    source = fmt.source
+    authenticate = AUTHENTICATORS[source] if source in cors.QUERY_CREDENTIAL_SOURCES else None
+
+    async def handle(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        origin = request.headers.get("Origin")
+        tenant = None
+        if authenticate is not None and origin is not None:
+            tenant = _tenant_or_none(state, request, authenticate)
+        reply = cors.preflight(fmt, origin, tenant)
+        if reply.status >= 400:
+            tenant_label = state.metrics.tenant(tenant.id if tenant else None)
+            state.metrics.rejections.labels(source, cors.ORIGIN_REASON, *tenant_label).inc()
+        state.metrics.requests.labels(source, cors.PREFLIGHT_ROUTE, str(reply.status)).inc()
         return _response(reply, _request_id(request))
 
     return handle
+
+
+def _tenant_or_none(state: ReceiverState, request: web.Request, authenticate: Authenticator) -> Tenant | None:
+    try:
+        return state.tenants.by_id(authenticate(state, request))
+    except Rejection:
+        return None  # no or bad credentials: the request itself gets the vendor's 401 or 403
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -24,15 +24,25 @@ SUPPORTED_ENCODINGS = frozenset({"", "identity", *COMPRESSED})
 CHUNK_BYTES = 64 * 1024
 
 
-def check_content_type(request: web.Request, json_required: bool) -> None:
+# Charsets a JSON body may be declared in: JSON is UTF-8 (RFC 8259), and ASCII is a subset of it.
+_JSON_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
+
+
+def check_content_type(request: web.Request, json_required: bool, beacons: bool = False) -> None:
+    """`beacons`: the route is browser-facing, so text/plain is taken as JSON too. navigator.sendBeacon
+    with a string sends `text/plain;charset=UTF-8`, and a page may post text/plain because it needs no
+    CORS preflight; the body is then validated as the route's JSON like any other."""
     if not json_required:
         return
     ctype = request.content_type.lower()
     if ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json")):
         return
+    if beacons and ctype == "text/plain" and (request.charset or "utf-8").lower() in _JSON_CHARSETS:
+        return
+    allowed = "application/json or text/plain (UTF-8)" if beacons else "application/json"
     raise Rejection(
         Problem.UNSUPPORTED_MEDIA_TYPE,
-        f"Content-Type must be application/json, not {request.content_type or 'missing'}",
+        f"Content-Type must be {allowed}, not {request.content_type or 'missing'}",
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from pipeline.formats.base import VendorFormat
+from producers.receiver import cors
 
 # One scheme per credential, so that a client (or a test tool) can hold one value for each: the bearer
 # API key of Topsort and DFINERY is not the Impression API's JWT.
@@ -103,7 +104,8 @@ _DETAIL = {"X-Eventpipe-Error": {"description": "what was refused and where", "s
 _WHY = {
     400: "invalid request: not JSON, a field's type or constraint, a duplicate key",
     401: "missing or invalid credentials",
-    403: "credentials valid, not for this partner",
+    403: "credentials valid, not for this partner; or (browser-facing routes) an Origin the tenant's "
+    "allowed_origins does not list, X-Eventpipe-Error then says so",
     408: "the body was not received in time",
     413: "body above the limit (after decompression)",
     415: "content type or content encoding not accepted",
@@ -134,12 +136,91 @@ _WHY_BY_SOURCE: dict[tuple[str, int], str] = {
 }
 
 
+# CORS on the browser-facing routes (producers/receiver/cors.py).
+_CORS_REPLY = {
+    "Access-Control-Allow-Origin": {
+        "description": "the request's Origin, echoed on every reply (errors too), so a page can read it",
+        "schema": _TEXT,
+    },
+    "Access-Control-Expose-Headers": {"description": cors.EXPOSE_HEADERS, "schema": _TEXT},
+    "Vary": {"description": "Origin", "schema": _TEXT},
+}
+_PREFLIGHT_REPLY = {
+    "Access-Control-Allow-Origin": {"description": "the preflight's Origin", "schema": _TEXT},
+    "Access-Control-Allow-Methods": {"description": cors.ALLOW_METHODS, "schema": _TEXT},
+    "Access-Control-Allow-Headers": {"description": cors.ALLOW_HEADERS, "schema": _TEXT},
+    "Access-Control-Max-Age": {"description": f"{cors.MAX_AGE_SECONDS} seconds", "schema": _TEXT},
+    "Vary": {"description": "Origin", "schema": _TEXT},
+    "Allow": {"description": "OPTIONS, POST (an OPTIONS without Origin, not a preflight)", "schema": _TEXT},
+}
+_BROWSER_NOTE = (
+    "Browser-facing: answers CORS (OPTIONS preflight; Access-Control-Allow-Origin on every reply). A "
+    "text/plain body, with or without charset=UTF-8 (what navigator.sendBeacon sends with a string), is "
+    "taken as the route's JSON. A request whose Origin its tenant's allowed_origins does not list is "
+    "refused with 403 in the vendor's shape and never stored."
+)
+_TEXT_BODY = {
+    "type": "string",
+    "contentMediaType": "application/json",
+    "description": "the same JSON document, sent as text/plain (a beacon)",
+}
+_PREFLIGHT_QUERY: dict[str, list[tuple[str, str]]] = {
+    "retailrocket": [("apiKey", "the apiKey"), ("partnerId", "the partnerId")],
+    "impression": [("token", "the JWT")],
+}
+
+
+def _preflight(source: str, operation_id: str) -> dict[str, Any]:
+    """OPTIONS on a browser-facing route: no credentials but those in the query."""
+    headers = ("Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers")
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "header", "required": False, "schema": _TEXT} for name in headers
+    ]
+    parameters += [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": _TEXT,
+            "description": f"{what}, as the request carries it: a valid one names the tenant, whose "
+            "allowed_origins then decide the preflight",
+        }
+        for name, what in _PREFLIGHT_QUERY.get(source, [])
+    ]
+    replies = {"204": {"description": "CORS allowed; no Kafka write", "headers": _PREFLIGHT_REPLY}}
+    if source in _PREFLIGHT_QUERY:
+        error_schema = _REPLIES[source][2]
+        replies["403"] = _reply(
+            "the query names a tenant that does not allow this Origin: no Access-Control-Allow-Origin, so "
+            "the browser never sends the request",
+            error_schema,
+            {**_REQUEST_ID, **_DETAIL},
+        )
+    return {
+        "operationId": f"{operation_id}_preflight",
+        "tags": [source],
+        "summary": "CORS preflight",
+        "security": [],
+        "parameters": parameters,
+        "responses": replies,
+    }
+
+
 def responses(source: str) -> dict[str, Any]:
     success, ok_schema, error_schema = _REPLIES[source]
-    replies = {str(success): _reply("accepted and durable in Kafka", ok_schema, _REQUEST_ID)}
+    browser = cors.browser_facing(source)
+    replies = {
+        str(success): _reply(
+            "accepted and durable in Kafka", ok_schema, {**_REQUEST_ID, **(_CORS_REPLY if browser else {})}
+        )
+    }
     for status in _ERROR_STATUSES:
         headers = {**_REQUEST_ID, **(_RETRY_AFTER if status in (429, 503) else {})}
         schema: str | None = error_schema
+        if browser:
+            headers.update(_CORS_REPLY)
+            if status == 403:
+                headers.update(_DETAIL)
         if source == "dfinery":
             headers.update(_DETAIL)
             if status == 401:
@@ -241,18 +322,24 @@ def document(formats: Mapping[str, VendorFormat]) -> dict[str, Any]:
     schema_of = dict(zip(request_types, schemas, strict=True))
     paths: dict[str, Any] = {}
     for source, path, name, body_type in operations:
+        operation_id = f"{source}_{name}_{path.strip('/').replace('/', '_').replace('.', '_')}"
+        browser = cors.browser_facing(source)
         operation: dict[str, Any] = {
-            "operationId": f"{source}_{name}_{path.strip('/').replace('/', '_').replace('.', '_')}",
+            "operationId": operation_id,
             "tags": [source],
             "security": SECURITY[source],
             "responses": responses(source),
         }
+        if browser:
+            operation["description"] = _BROWSER_NOTE
         if body_type is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": _refined(schema_of[body_type])}},
-            }
+            content: dict[str, Any] = {"application/json": {"schema": _refined(schema_of[body_type])}}
+            if browser:
+                content["text/plain"] = {"schema": _TEXT_BODY}
+            operation["requestBody"] = {"required": True, "content": content}
         paths[path] = {"post": operation}
+        if browser:
+            paths[path]["options"] = _preflight(source, operation_id)
     return {
         "openapi": "3.1.0",
         "info": {"title": "eventpipe receiver", "version": "1"},

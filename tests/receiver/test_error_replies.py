@@ -130,7 +130,9 @@ async def test_malformed_requests_get_no_internals_back(receiver: EventpipeProce
         {"data": case.body, "headers": {**json_headers, "Content-Encoding": "br"}},
     ]
     if case.vendor != "retailrocket":  # the one vendor that takes any content type
-        bodies.append({"data": case.body, "headers": {**case.headers, "Content-Type": "text/plain"}})
+        # (text/plain is taken as JSON on the browser-facing routes: a form is refused by all but Retail Rocket)
+        form = {**case.headers, "Content-Type": "application/x-www-form-urlencoded"}
+        bodies.append({"data": case.body, "headers": form})
     for changes in bodies:
         _assert_clean(await _send(receiver, case, **changes), secrets)
     assert receiver.alive()
