@@ -208,15 +208,19 @@ def _run(
         print("limits", flush=True)
         lim: dict[str, Any] = {}
         lim["L_http"] = limits.l_http(chosen, args.workers, seconds, args.connections, logdir)
-        budget = 60_000_000 if args.quick else 600_000_000
         named = by_name(all_scenarios)
+        steady = 1 if args.quick else 2
         lim["L_kafka"] = {
-            "batch": limits.l_kafka(
-                bootstrap, named["topsort-batch"].body(), budget, settings, workdir, "batch"
-            ),
-            "single": limits.l_kafka(
-                bootstrap, named["topsort-single"].body(), budget // 10, settings, workdir, "single"
-            ),
+            kind: limits.l_kafka(
+                bootstrap,
+                named[f"topsort-{kind}"].body(),
+                settings,
+                workdir,
+                kind,
+                producers=args.workers,
+                windows=steady,
+            )
+            for kind in ("batch", "single")
         }
         if pg is not None:
             dsn = asyncio.run(pg.create_database("bench_lpg"))
