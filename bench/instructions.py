@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if "receiver" in parts:
         port = free_port()
         out = workdir / "receiver.cg"
-        args = [sys.executable, "-m", "pipeline.cli", "receiver", "--workers", "1", "--port", str(port)]
+        args = [sys.executable, "-m", "eventpipe", "receiver", "--workers", "1", "--port", str(port)]
         url = f"http://127.0.0.1:{port}"
         with _traced(args, env, out, url + "/readyz") as pid:
             time.sleep(1)

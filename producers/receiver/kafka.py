@@ -1,12 +1,12 @@
 """The receiver's Kafka producer: idempotent, acks=all, one record per accepted request, each send
-awaited so that a 2xx means durable. Connects in the background so that the receiver can start (and
+awaited so that a 2xx means durable (the records of one event-loop tick travel as one batch:
+batching.py). Connects in the background so that the receiver can start (and
 answer 503) while Kafka is down, and recovers by itself when it is back."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Any, cast
 
 import structlog
@@ -17,15 +17,14 @@ from pipeline.metrics import Metrics
 from pipeline.record import RecordMeta
 from pipeline.settings import Settings
 from pipeline.topics import MESSAGE_BYTES_HEADROOM
-from producers.receiver.partitioner import StickyPartitioner
+from producers.receiver.batching import Headers, KafkaUnavailable, TickBatcher
 
 log = structlog.get_logger("eventpipe.receiver.kafka")
 
 PROBE_INTERVAL_SECONDS = 1.0
 
 
-class KafkaUnavailable(Exception):
-    """Kafka did not acknowledge the record in time, or is not connected."""
+__all__ = ["KafkaUnavailable", "RecordProducer"]
 
 
 class RecordProducer:
@@ -36,6 +35,9 @@ class RecordProducer:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._healthy = False
+        self._batcher = TickBatcher(
+            settings.raw_topic, settings.produce_timeout_seconds, self._abandon, self._delivered
+        )
 
     @property
     def ready(self) -> bool:
@@ -54,9 +56,6 @@ class RecordProducer:
             # is almost always a record that was not written.
             request_timeout_ms=int(s.produce_timeout_seconds * 1000),
             max_batch_size=256 * 1024,
-            # One partition per linger window: one batch per produce request rather than up to one
-            # per partition (fewer syscalls and broker requests per record; see partitioner.py).
-            partitioner=StickyPartitioner(max(s.producer_linger_ms, 1) / 1000),
         )
 
     async def start(self) -> None:
@@ -67,6 +66,7 @@ class RecordProducer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._batcher.close()
         if self._producer is not None:
             # flush what is in flight: every record awaited by a request is either acked or failed
             await self._producer.stop()
@@ -132,16 +132,20 @@ class RecordProducer:
 
     async def send(self, value: bytes, meta: RecordMeta, key: bytes | None = None) -> None:
         """Write one record and wait for the broker's acknowledgement. Raises KafkaUnavailable."""
+        await self.send_with_headers(value, meta.headers(), key)
+
+    def send_with_headers(
+        self, value: bytes, headers: Headers, key: bytes | None = None
+    ) -> asyncio.Future[None]:
+        """The record goes into this tick's batch; the future is its acknowledgement (KafkaUnavailable
+        when the batch was not written in produce_timeout_seconds)."""
         producer = self._producer
         if producer is None or not self._healthy:
             # Refuse at once rather than queue a record that may outlive its request.
             raise KafkaUnavailable("not connected to Kafka")
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._settings.produce_timeout_seconds):
-                future = await producer.send(self._settings.raw_topic, value, key=key, headers=meta.headers())
-                await future
-        except (KafkaError, KafkaUnavailable, TimeoutError) as exc:
-            self._abandon(producer)
-            raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
-        self._metrics.produce_latency.observe(time.perf_counter() - started)
+        return self._batcher.add(producer, value, headers, key)
+
+    def _delivered(self, seconds: float, records: int) -> None:
+        observe = self._metrics.produce_latency.observe
+        for _ in range(records):
+            observe(seconds)

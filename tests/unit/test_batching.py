@@ -1,0 +1,129 @@
+"""The receiver's tick batcher, against a fake producer: the records of one tick share a batch, each
+request hears of its own record only, a failed batch fails exactly its requests, and consecutive
+ticks go to different partitions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
+
+from producers.receiver.batching import KafkaUnavailable, TickBatcher
+
+TOPIC = "raw"
+
+
+class FakeBuilder:
+    def __init__(self, capacity: int) -> None:
+        self.records: list[bytes] = []
+        self.capacity = capacity
+        self.closed = False
+
+    def append(self, *, timestamp: None, key: bytes | None, value: bytes, headers: object) -> object:
+        if self.closed or len(self.records) >= self.capacity:
+            return None
+        self.records.append(value)
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeProducer:
+    """create_batch / send_batch / partitions_for as aiokafka's; each submitted batch's delivery is
+    held until the test settles it."""
+
+    def __init__(self, capacity: int = 100) -> None:
+        self.capacity = capacity
+        self.sent: list[tuple[int, FakeBuilder, asyncio.Future[None]]] = []
+        self.changed = asyncio.Event()
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder(self.capacity)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    async def send_batch(self, batch: FakeBuilder, topic: str, *, partition: int) -> asyncio.Future[None]:
+        assert topic == TOPIC and batch.closed
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent.append((partition, batch, delivery))
+        self.changed.set()
+        return delivery
+
+
+class Batcher:
+    def __init__(self) -> None:
+        self.failed: list[object] = []
+        self.delivered: list[int] = []
+        self.batcher = TickBatcher(TOPIC, 5.0, self.failed.append, lambda _s, n: self.delivered.append(n))
+
+
+def _as_producer(fake: FakeProducer) -> AIOKafkaProducer:
+    return cast(AIOKafkaProducer, cast(Any, fake))
+
+
+async def _until_sent(fake: FakeProducer, count: int) -> None:
+    while len(fake.sent) < count:
+        fake.changed.clear()
+        await fake.changed.wait()
+
+
+async def test_records_of_one_tick_travel_in_one_batch_and_each_request_waits_for_it() -> None:
+    fake, b = FakeProducer(), Batcher()
+    waiters = [b.batcher.add(_as_producer(fake), f"r{i}".encode(), []) for i in range(5)]
+    await _until_sent(fake, 1)
+    assert [batch.records for _, batch, _ in fake.sent] == [[b"r0", b"r1", b"r2", b"r3", b"r4"]]
+    assert not any(w.done() for w in waiters)  # not acknowledged yet: no request may answer
+    fake.sent[0][2].set_result(None)
+    await asyncio.gather(*waiters)
+    assert b.delivered == [5] and b.failed == []
+
+
+async def test_a_full_batch_continues_in_another_and_only_the_failed_one_fails_its_requests() -> None:
+    fake, b = FakeProducer(capacity=2), Batcher()
+    waiters = [b.batcher.add(_as_producer(fake), f"r{i}".encode(), []) for i in range(3)]
+    await _until_sent(fake, 2)
+    assert [batch.records for _, batch, _ in fake.sent] == [[b"r0", b"r1"], [b"r2"]]
+    fake.sent[0][2].set_result(None)
+    fake.sent[1][2].set_exception(KafkaTimeoutError())
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert results[:2] == [None, None]
+    assert isinstance(results[2], KafkaUnavailable)
+    assert b.failed == [fake]  # the producer is given up, so nothing still queued in it is written later
+
+
+async def test_a_failed_first_batch_fails_every_request_of_the_tick_not_yet_acknowledged() -> None:
+    fake, b = FakeProducer(capacity=1), Batcher()
+    waiters = [b.batcher.add(_as_producer(fake), f"r{i}".encode(), []) for i in range(2)]
+    await _until_sent(fake, 2)
+    fake.sent[0][2].set_exception(KafkaTimeoutError())
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    # The second batch's fate is unknown when the producer is given up; aiokafka then fails it too
+    # (fail_all), so its request is told 503 and its record is not written afterwards.
+    assert all(isinstance(r, KafkaUnavailable) for r in results)
+
+
+async def test_consecutive_ticks_go_to_different_partitions() -> None:
+    fake, b = FakeProducer(), Batcher()
+    first = b.batcher.add(_as_producer(fake), b"a", [])
+    await _until_sent(fake, 1)
+    second = b.batcher.add(_as_producer(fake), b"b", [])
+    await _until_sent(fake, 2)
+    assert fake.sent[0][0] != fake.sent[1][0]
+    for _, _, delivery in fake.sent:
+        delivery.set_result(None)
+    await asyncio.gather(first, second)
+
+
+async def test_close_waits_for_batches_in_flight() -> None:
+    fake, b = FakeProducer(), Batcher()
+    waiter = b.batcher.add(_as_producer(fake), b"a", [])
+    closing = asyncio.create_task(b.batcher.close())
+    await _until_sent(fake, 1)
+    assert not closing.done()
+    fake.sent[0][2].set_result(None)
+    await closing
+    assert waiter.done() and waiter.exception() is None
