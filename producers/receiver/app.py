@@ -26,6 +26,7 @@ from producers.receiver.body import check_content_type, read_body
 from producers.receiver.buckets import RateLimiter
 from producers.receiver.kafka import KafkaUnavailable, RecordProducer
 from producers.receiver.metrics_view import MetricsView
+from producers.receiver.tally import Tally
 
 log = structlog.get_logger("eventpipe.receiver")
 
@@ -53,6 +54,8 @@ class ReceiverState:
     clock: Clock
     limiter: RateLimiter
     jwt: auth.JwtVerifier
+    # The metric updates of the requests, written to prometheus-client once per loop tick (tally.py).
+    tally: Tally
     draining: bool = False
 
     def use_tenants(self, tenants: TenantDirectory) -> None:
@@ -78,15 +81,17 @@ def create_app(
     default the buckets live in this process."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     clock = clock or SystemClock()
+    tally = Tally(metrics.in_flight)
     state = ReceiverState(
         settings=settings,
         tenants=tenants,
         metrics=metrics,
         metrics_view=metrics_view or MetricsView.single(metrics.registry),
-        producer=RecordProducer(settings, metrics),
+        producer=RecordProducer(settings, metrics, tally),
         clock=clock,
         limiter=limiter or RateLimiter.local(LimitTable.build(settings, tenants), clock.monotonic()),
         jwt=auth.JwtVerifier(tenants),
+        tally=tally,
     )
     app[STATE] = state
     formats = all_formats()
@@ -115,6 +120,7 @@ async def _producer_ctx(app: web.Application) -> AsyncIterator[None]:
     state.metrics.ready.labels("receiver").set(0)
     yield
     await state.producer.stop()
+    state.tally.flush()  # the last requests' updates, before the worker's file is left behind
 
 
 async def _close_limiter(app: web.Application) -> None:
@@ -158,9 +164,10 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
         state = request.app[STATE]
         settings = state.settings
         metrics = state.metrics
+        tally = state.tally
         started = time.perf_counter()
         request_id = _request_id(request)
-        metrics.in_flight.inc()
+        tally.enter()
         events = 0
         tenant: str | None = None
         origin = request.headers.get("Origin") if browser else None
@@ -181,7 +188,7 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
                 body = await read_body(
                     request, settings.max_body_bytes, settings.request_read_timeout_seconds
                 )
-                metrics.request_bytes.labels(source).observe(len(body))
+                tally.observe(metrics.request_bytes, (source,), len(body))
                 received_at = state.clock.now()
                 accepted = fmt.validate(body, route.name, received_at, settings.future_skew_seconds)
                 meta = RecordMeta(
@@ -207,7 +214,7 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
                     if isinstance(rejection, cors.OriginRefused)
                     else REJECTION_REASON[rejection.problem]
                 )
-                metrics.rejections.labels(source, reason, *metrics.tenant(tenant)).inc()
+                tally.inc(metrics.rejections, (source, reason, *metrics.tenant(tenant)))
                 reply = fmt.error(rejection)
                 log.info(
                     "rejected",
@@ -220,12 +227,12 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
                     status=reply.status,
                 )
             if events:
-                metrics.events_accepted.labels(source, *metrics.tenant(tenant)).inc(events)
-            metrics.requests.labels(source, route.name, str(reply.status)).inc()
+                tally.inc(metrics.events_accepted, (source, *metrics.tenant(tenant)), events)
+            tally.inc(metrics.requests, (source, route.name, str(reply.status)))
             return _response(reply, request_id, cors.reply_headers(origin, refusal) if browser else None)
         finally:
-            metrics.in_flight.dec()
-            metrics.request_latency.labels(source).observe(time.perf_counter() - started)
+            tally.leave()
+            tally.observe(metrics.request_latency, (source,), time.perf_counter() - started)
 
     return handle
 
@@ -235,7 +242,8 @@ def _unknown_method(rr: VendorFormat) -> Callable[[web.Request], Any]:
         method = request.match_info.get("method", "")
         reply = rr.error(Rejection(Problem.INVALID, f"unknown method {method!r}", "path"))
         reply = Reply(404, reply.body, reply.content_type, reply.headers)
-        request.app[STATE].metrics.requests.labels("retailrocket", "unknown", "404").inc()
+        state = request.app[STATE]
+        state.tally.inc(state.metrics.requests, ("retailrocket", "unknown", "404"))
         return _response(reply, _request_id(request), cors.reply_headers(request.headers.get("Origin"), None))
 
     return handle
@@ -255,10 +263,11 @@ def _preflight(fmt: VendorFormat) -> Callable[[web.Request], Any]:
         if authenticate is not None and origin is not None:
             tenant = _tenant_or_none(state, request, authenticate)
         reply = cors.preflight(fmt, origin, tenant)
+        metrics = state.metrics
         if reply.status >= 400:
-            tenant_label = state.metrics.tenant(tenant.id if tenant else None)
-            state.metrics.rejections.labels(source, cors.ORIGIN_REASON, *tenant_label).inc()
-        state.metrics.requests.labels(source, cors.PREFLIGHT_ROUTE, str(reply.status)).inc()
+            tenant_label = metrics.tenant(tenant.id if tenant else None)
+            state.tally.inc(metrics.rejections, (source, cors.ORIGIN_REASON, *tenant_label))
+        state.tally.inc(metrics.requests, (source, cors.PREFLIGHT_ROUTE, str(reply.status)))
         return _response(reply, _request_id(request))
 
     return handle
@@ -291,6 +300,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    state.tally.flush()  # this worker's updates of the tick so far; the others' are written already
     _ready(state)
     return web.Response(body=state.metrics_view.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
