@@ -1,12 +1,17 @@
-"""One Kafka batch per event-loop tick: the records of every request that reaches its Kafka write in
-the same tick go into one batch per partition (aiokafka's create_batch / send_batch), and each batch is
-awaited once. aiokafka's own send() takes a partitioner call, a serializer pass, an accumulator lookup
+"""Kafka batches of many requests' records: the records of every request that reaches its Kafka write
+while the previous batch is still on its way (or, when none is, in the same event-loop tick) go into
+one batch per partition (aiokafka's create_batch / send_batch), and each batch is awaited once. aiokafka's own send() takes a partitioner call, a serializer pass, an accumulator lookup
 and a future per record, and under single-event traffic the records of concurrent requests left as
 batches of one: a produce request, a broker append and an acknowledgement each.
 
+Gathering while a batch is in flight costs no latency: the idempotent producer has one produce request
+in flight to a broker at a time, so a record submitted meanwhile would wait for it all the same; this
+way it leaves in one batch with the others instead of in a batch of its own (a broker append, an
+index entry and more of the produce request each).
+
 Each request still waits for its own record: it gets a future of its own, resolved when the batch
 holding its record is acknowledged, or failed (the request then answers 503) when that batch is not.
-The batches of one tick are delivered, or fail, each on its own."""
+The batches of one submission are delivered, or fail, each on its own."""
 
 from __future__ import annotations
 
@@ -44,8 +49,9 @@ class _Tick:
 
 
 class TickBatcher:
-    """add() puts a record into this tick's batch and returns the future its request awaits; the tick's
-    batches are submitted once the callbacks already queued on the loop have run (call_soon)."""
+    """add() puts a record into the open batch and returns the future its request awaits. The open
+    batches are submitted at the end of the tick (call_soon) when nothing is in flight, else as soon as
+    the batches in flight are acknowledged or have failed."""
 
     def __init__(
         self,
@@ -63,7 +69,8 @@ class TickBatcher:
         self._tick: _Tick | None = None
         self._next = 0  # round robin over partitions, one tick's keyless batch after another
         self._keyed_partitioner = DefaultPartitioner()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # submissions in flight
+        self._scheduled = False
 
     def add(
         self, producer: AIOKafkaProducer, value: bytes, headers: Headers, key: bytes | None = None
@@ -72,9 +79,10 @@ class TickBatcher:
         tick = self._tick
         if tick is None or tick.producer is not producer:
             if tick is not None:
-                self._submit()  # records of a producer given up within the tick: let them fail alone
+                self._submit()  # records of a producer given up meanwhile: let them fail alone
             tick = self._tick = _Tick(producer)
-            loop.call_soon(self._submit)
+            if not self._tasks:
+                self._schedule()
         batches = tick.keyless if key is None else tick.keyed
         waiter: asyncio.Future[None] = loop.create_future()
         batch = batches[-1] if batches and (key is None or batches[-1].key == key) else None
@@ -90,13 +98,27 @@ class TickBatcher:
         batch.waiters.append(waiter)
         return waiter
 
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._submit_scheduled)
+
+    def _submit_scheduled(self) -> None:
+        self._scheduled = False
+        self._submit()
+
     def _submit(self) -> None:
         tick, self._tick = self._tick, None
         if tick is None:
             return
         task = asyncio.get_running_loop().create_task(self._deliver(tick), name="kafka-batch")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks and self._tick is not None:
+            self._schedule()  # what gathered meanwhile, with this tick's records
 
     async def _deliver(self, tick: _Tick) -> None:
         producer = tick.producer
@@ -132,9 +154,9 @@ class TickBatcher:
             raise KafkaUnavailable("no partitions known for the topic")
         if key is not None:
             return int(self._keyed_partitioner(key, partitions, partitions))
-        # Round robin: consecutive ticks' batches go to different partitions, so a tick's batch does not
-        # wait for the previous one's to leave (aiokafka queues one batch per partition), and records
-        # still spread over all partitions.
+        # Round robin: consecutive batches go to different partitions, so a batch does not wait for
+        # the previous one's to leave (aiokafka queues one batch per partition), and records spread
+        # over all partitions.
         self._next = (self._next + 1) % len(partitions)
         return partitions[self._next]
 

@@ -106,16 +106,21 @@ async def test_a_failed_first_batch_fails_every_request_of_the_tick_not_yet_ackn
     assert all(isinstance(r, KafkaUnavailable) for r in results)
 
 
-async def test_consecutive_ticks_go_to_different_partitions() -> None:
+async def test_records_gather_while_a_batch_is_in_flight_and_leave_together_after_it() -> None:
     fake, b = FakeProducer(), Batcher()
     first = b.batcher.add(_as_producer(fake), b"a", [])
     await _until_sent(fake, 1)
-    second = b.batcher.add(_as_producer(fake), b"b", [])
+    later = [b.batcher.add(_as_producer(fake), f"b{i}".encode(), []) for i in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)  # ticks pass: nothing more is submitted while "a" is in flight
+    assert len(fake.sent) == 1
+    fake.sent[0][2].set_result(None)
+    await first
     await _until_sent(fake, 2)
-    assert fake.sent[0][0] != fake.sent[1][0]
-    for _, _, delivery in fake.sent:
-        delivery.set_result(None)
-    await asyncio.gather(first, second)
+    assert fake.sent[1][1].records == [b"b0", b"b1", b"b2"]
+    assert fake.sent[0][0] != fake.sent[1][0]  # consecutive batches, different partitions
+    fake.sent[1][2].set_result(None)
+    await asyncio.gather(*later)
 
 
 async def test_close_waits_for_batches_in_flight() -> None:
