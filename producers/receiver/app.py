@@ -36,9 +36,9 @@ MAX_REQUEST_ID = 64
 Authenticator = Callable[["ReceiverState", web.Request], str]
 
 AUTHENTICATORS: Mapping[str, Authenticator] = {
-    "topsort": lambda state, req: auth.by_bearer_key(state.tenants, req.headers),
-    "dfinery": lambda state, req: auth.by_bearer_key(state.tenants, req.headers),
-    "retailrocket": lambda state, req: auth.by_retailrocket_query(state.tenants, req.query),
+    "topsort": lambda state, req: auth.by_bearer_key(state.keys, req.headers),
+    "dfinery": lambda state, req: auth.by_bearer_key(state.keys, req.headers),
+    "retailrocket": lambda state, req: auth.by_retailrocket_query(state.keys, req.query),
     # PyJWT checks exp against the wall clock, and so does the verifier's memory of tokens.
     "impression": lambda state, req: state.jwt.tenant(req.headers, req.query, time.time()),
 }
@@ -54,15 +54,17 @@ class ReceiverState:
     clock: Clock
     limiter: RateLimiter
     jwt: auth.JwtVerifier
+    keys: auth.KeyVerifier
     # The metric updates of the requests, written to prometheus-client once per loop tick (tally.py).
     tally: Tally
     draining: bool = False
 
     def use_tenants(self, tenants: TenantDirectory) -> None:
-        """Serve another tenants file from the next request on. The JWT verifier starts afresh: a
-        token it remembers may have been verified with a secret, or for a tenant, now removed."""
+        """Serve another tenants file from the next request on. Both verifiers start afresh: a token
+        or key they remember may have been verified with a secret, or for a tenant, now removed."""
         self.tenants = tenants
         self.jwt = auth.JwtVerifier(tenants)
+        self.keys = auth.KeyVerifier(tenants)
 
 
 STATE = web.AppKey("state", ReceiverState)
@@ -91,6 +93,7 @@ def create_app(
         clock=clock,
         limiter=limiter or RateLimiter.local(LimitTable.build(settings, tenants), clock.monotonic()),
         jwt=auth.JwtVerifier(tenants),
+        keys=auth.KeyVerifier(tenants),
         tally=tally,
     )
     app[STATE] = state

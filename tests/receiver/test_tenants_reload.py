@@ -1,6 +1,6 @@
 """A tenants reload inside one receiver process, against the real broker: the next request after the
-reload is judged by the new file (old key refused, new key accepted), a JWT remembered as verified
-under a removed secret is refused, a bad file changes nothing, and each outcome is logged (counts and
+reload is judged by the new file (old key refused, even one remembered as found; new key accepted), a
+JWT remembered as verified under a removed secret is refused, a bad file changes nothing, and each outcome is logged (counts and
 reasons, never keys) and counted."""
 
 from __future__ import annotations
@@ -114,6 +114,16 @@ async def test_the_next_request_after_a_reload_meets_the_new_key(receiver: Recei
     metrics = await receiver.metrics()
     assert 'eventpipe_receiver_tenants_reloads_total{outcome="reloaded"} 1.0' in metrics
     assert "eventpipe_receiver_tenants_generation 1.0" in metrics
+
+
+async def test_a_key_remembered_as_found_is_refused_after_the_reload_removes_it(receiver: Receiver) -> None:
+    assert await receiver.dfinery(API_KEY) == 200
+    assert await receiver.dfinery(API_KEY) == 200  # now answered from the verifier's memory
+    assert len(receiver.client.app[STATE].keys) == 1
+    receiver.reload(tenants_file(NEW_KEY, OLD_SECRET))
+    assert len(receiver.client.app[STATE].keys) == 0
+    assert await receiver.dfinery(API_KEY) == 4001
+    assert await receiver.dfinery(NEW_KEY) == 200
 
 
 async def test_a_token_verified_under_a_removed_secret_is_refused_after_the_reload(

@@ -307,3 +307,70 @@ def test_the_memory_is_bounded_oldest_first() -> None:
     for token in tokens:
         assert verifier.tenant(bearer(token), {}, time.time()) == "shop-a"
     assert len(verifier) == 3
+
+
+# --- the verifier's memory of API keys -----------------------------------------------------------
+
+
+def count_digests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys whose SHA-256 the directory computes from now on."""
+    hashed: list[str] = []
+    real = tenants.key_digest
+
+    def spy(key: str) -> str:
+        hashed.append(key)
+        return real(key)
+
+    monkeypatch.setattr(tenants, "key_digest", spy)
+    return hashed
+
+
+def test_a_found_key_is_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed = count_digests(monkeypatch)
+    keys = auth.KeyVerifier(DIRECTORY)
+    for _ in range(3):
+        assert auth.by_bearer_key(keys, {"Authorization": "Bearer key-a"}) == "shop-a"
+        assert auth.by_retailrocket_query(keys, {"apiKey": "key-a", "partnerId": "partner-a"}) == "shop-a"
+    assert hashed == ["key-a"]
+    assert len(keys) == 1
+
+
+def test_unknown_keys_are_decided_afresh_and_never_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed = count_digests(monkeypatch)
+    keys = auth.KeyVerifier(DIRECTORY)
+    for _ in range(2):
+        assert (
+            refusal(auth.by_bearer_key, keys, {"Authorization": "Bearer key-c"}).message == "invalid API key"
+        )
+        assert (
+            refusal(auth.by_bearer_key, keys, {"Authorization": "Bearer KEY-A"}).message == "invalid API key"
+        )
+    assert hashed == ["key-c", "KEY-A"] * 2
+    assert len(keys) == 0
+
+
+def test_a_remembered_key_still_meets_the_partner_check() -> None:
+    keys = auth.KeyVerifier(DIRECTORY)
+    assert auth.by_bearer_key(keys, {"Authorization": "Bearer key-a"}) == "shop-a"
+    query = {"apiKey": "key-a", "partnerId": "partner-b"}
+    assert refusal(auth.by_retailrocket_query, keys, query).problem is Problem.FORBIDDEN
+
+
+def test_a_verifier_knows_only_its_own_directory() -> None:
+    """A reload builds a new verifier for the new file (ReceiverState.use_tenants; the receiver test
+    tests/receiver/test_tenants_reload.py goes through the real reload)."""
+    remembering = auth.KeyVerifier(DIRECTORY)
+    assert auth.by_bearer_key(remembering, {"Authorization": "Bearer key-b"}) == "shop-b"
+    only_a = f'[[tenants]]\nid = "shop-a"\napi_keys = ["{tenants.key_digest("key-a")}"]\n'
+    keys = auth.KeyVerifier(tenants.parse(only_a, {}))
+    assert refusal(auth.by_bearer_key, keys, {"Authorization": "Bearer key-b"}).message == "invalid API key"
+    assert auth.by_bearer_key(keys, {"Authorization": "Bearer key-a"}) == "shop-a"
+
+
+def test_the_key_memory_is_bounded_oldest_first() -> None:
+    digests = ", ".join(f'"{tenants.key_digest(f"key-{n}")}"' for n in range(5))
+    directory = tenants.parse(f'[[tenants]]\nid = "shop-a"\napi_keys = [{digests}]\n', {})
+    keys = auth.KeyVerifier(directory, capacity=3)
+    for n in range(5):
+        assert auth.by_bearer_key(keys, {"Authorization": f"Bearer key-{n}"}) == "shop-a"
+    assert len(keys) == 3
