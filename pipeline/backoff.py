@@ -45,12 +45,17 @@ class Backoff:
         """Seconds the next wait() sleeps (for the log line that announces the retry)."""
         return self._next
 
-    async def wait(self) -> None:
-        """Sleep the next delay, and make the one after it longer (up to the cap)."""
+    def step(self) -> float:
+        """The delay to wait now, making the one after it longer (up to the cap): for a caller that
+        waits in its own way (the consumer keeps polling Kafka while it waits)."""
         delay = self._next
         self._base = min(self._base * self._policy.factor, self._policy.cap)
         self._next = self._draw()
-        await self._sleep(delay)
+        return delay
+
+    async def wait(self) -> None:
+        """Sleep the next delay (step() with the injected sleep)."""
+        await self._sleep(self.step())
 
     def reset(self) -> None:
         self._base = self._policy.initial

@@ -43,6 +43,11 @@ async def test_next_delay_announces_the_coming_wait_and_reset_starts_over() -> N
     assert announced == sleeps.slept == [1.0, 3.0, 9.0, 1.0]
 
 
+def test_step_takes_the_delay_without_sleeping() -> None:
+    backoff = Backoff(BackoffPolicy(initial=0.5, cap=1.5))
+    assert [backoff.step() for _ in range(4)] == [0.5, 1.0, 1.5, 1.5]
+
+
 async def test_jitter_shortens_each_wait_by_at_most_its_share() -> None:
     sleeps = Sleeps()
     policy = BackoffPolicy(initial=1.0, cap=8.0, jitter=0.5)

@@ -1,6 +1,6 @@
 """The code's shape, checked from the source text: no import circle among the production packages
 (counting imports inside functions and under TYPE_CHECKING, which hide a circle rather than remove
-it)."""
+it), and no production module past 400 lines."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "producers", "consumers", "eventpipe")
+MAX_LINES = 400
 
 
 def modules() -> dict[str, Path]:
@@ -79,3 +80,9 @@ def test_the_cycle_finder_finds_a_circle() -> None:
 
 def test_no_import_circle() -> None:
     assert list(cycles(import_graph())) == []
+
+
+def test_no_production_module_over_400_lines() -> None:
+    lines = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    assert lines["consumers.worker"] > 100  # the walk reads the modules it should
+    assert {name: n for name, n in lines.items() if n > MAX_LINES} == {}
