@@ -10,6 +10,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 
+from consumers.decode import DeadRecord, header
 from pipeline.canonical import CanonicalEvent
 from pipeline.clock import to_epoch_ms
 from pipeline.settings import Settings
@@ -53,6 +54,18 @@ def for_event(event: CanonicalEvent, reason: str, detail: str, origin: str = "")
         event_id=event.event_id,
         received_at_ms=to_epoch_ms(event.received_at),
         origin=origin,
+    )
+
+
+def for_record(dead: DeadRecord) -> DeadLetter:
+    """A whole record that could not be decoded, under the source its headers name."""
+    record = dead.record
+    return DeadLetter(
+        value=record.value or b"",
+        reason=dead.reason,
+        detail=dead.detail,
+        source=header(record, "source") or "unknown",
+        origin=f"{record.topic}/{record.partition}/{record.offset}",
     )
 
 

@@ -54,3 +54,11 @@ def decode_records(records: Iterable[RawRecord], formats: Mapping[str, VendorFor
         except InvalidEvent as exc:
             out.dead.append(DeadRecord(record, exc.reason, exc.detail))
     return out
+
+
+def header(record: RawRecord, name: str) -> str | None:
+    """A record header's value as text, None when absent."""
+    for key, value in record.headers or ():
+        if key == name and value is not None:
+            return value.decode(errors="replace")
+    return None

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
-from prometheus_client import Counter as MetricCounter
 
 from consumers import start_position
 from consumers.lookup import KafkaLookup
@@ -20,12 +18,11 @@ from consumers.migrate import redact
 from consumers.run import drive, run_on_uvloop
 from consumers.sinks import open_sink
 from consumers.status.render import table
-from consumers.worker import Bounds, Worker
+from consumers.stop_rule import Bounds, UntilCaughtUp
+from consumers.worker import Worker
 from pipeline.errors import ConfigError
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
-
-OUTCOMES = ("stored", "duplicate", "late", "future", "invalid")
 
 
 @dataclass(frozen=True)
@@ -93,23 +90,23 @@ async def replay(settings: Settings, spec: start_position.StartSpec, group_id: s
     )
     if planned == 0:
         return summary
-    metrics = Metrics(CollectorRegistry())
     # Port 0: a replay runs beside the consumers, whose /metrics port is taken.
     worker = Worker(
         settings.replace(metrics_port=0),
-        metrics,
+        Metrics(CollectorRegistry()),
         open_sink(settings.sink),
         group_id=group,
         client_id="eventpipe-replay",
-        bounds=bounds,
+        stop_rule=UntilCaughtUp(bounds),
     )
     await drive(worker)
+    done = worker.outcome  # every committed batch's, added up
     return dataclasses.replace(
         summary,
         caught_up=worker.caught_up,
-        records_read=int(_histogram_sum(metrics)),
-        events=_by_label(metrics.consumer_events, "outcome"),
-        dead_letters=_by_label(metrics.dead_letters, "reason"),
+        records_read=done.records,
+        events=done.by_outcome(),
+        dead_letters=done.by_reason(),
     )
 
 
@@ -126,20 +123,3 @@ def main(settings: Settings, start: str, group_id: str | None) -> int:
         return 1
     print(summary.text())
     return 0 if summary.caught_up else 1
-
-
-def _by_label(counter: MetricCounter, label: str) -> dict[str, int]:
-    totals: Counter[str] = Counter()
-    for metric in counter.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                totals[sample.labels[label]] += int(sample.value)
-    return dict(totals)
-
-
-def _histogram_sum(metrics: Metrics) -> float:
-    for metric in metrics.batch_size.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_sum"):
-                return sample.value
-    return 0.0

@@ -5,17 +5,12 @@ number names the same bucket in all of them."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from pipeline.errors import ConfigError
+from pipeline.settings import Settings
+from pipeline.tenants import Tenant, TenantDirectory
 from pipeline.token_bucket import Limit
-
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
-    from pipeline.tenants import Tenant, TenantDirectory
 
 # Retail Rocket limits "per site" (площадка), and its partnerId is the site's identifier: a tenant with
 # two shops gets two budgets, as it would from Retail Rocket. The other vendors limit per key or token,
@@ -24,29 +19,6 @@ PER_SITE_SOURCE = "retailrocket"
 
 # (tenant id, source, site: the Retail Rocket partnerId, else "")
 BucketKey = tuple[str, str, str]
-
-
-def check_limits(rates: Mapping[str, float], bursts: Mapping[str, float], where: str) -> None:
-    """Raise ConfigError naming the bad entry: unknown sources, rates < 0, bursts < 1, non-finite numbers."""
-    from pipeline.formats import all_formats
-
-    known = sorted(all_formats())
-    for name, table in (("rate_limits", rates), ("rate_limit_bursts", bursts)):
-        for source in table:
-            if source not in known:
-                raise ConfigError(
-                    f"{where}: {name} names unknown source {source!r}; known: {', '.join(known)}"
-                )
-    for source, rate in rates.items():
-        if not (math.isfinite(rate) and rate >= 0):
-            raise ConfigError(
-                f"{where}: rate_limits.{source} must be requests per second >= 0 (0 = unlimited), not {rate!r}"
-            )
-    for source, burst in bursts.items():
-        if not (math.isfinite(burst) and burst >= 1):
-            raise ConfigError(
-                f"{where}: rate_limit_bursts.{source} must be a number of requests >= 1, not {burst!r}"
-            )
 
 
 def limit_for(settings: Settings, tenant: Tenant, source: str) -> Limit | None:

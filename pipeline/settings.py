@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from pipeline.errors import ConfigError
-from pipeline.rate_limits import check_limits
+from pipeline.limit_check import check_limits
 
 PREFIX = "EVENTPIPE_"
 

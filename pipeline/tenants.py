@@ -16,7 +16,7 @@ import jwt
 
 from pipeline import origins
 from pipeline.errors import ConfigError
-from pipeline.rate_limits import check_limits
+from pipeline.limit_check import check_limits
 
 DIGEST_PREFIX = "sha256:"
 JWT_ALGORITHM = "HS256"

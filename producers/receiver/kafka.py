@@ -13,6 +13,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from pipeline.backoff import Backoff, BackoffPolicy
 from pipeline.metrics import Metrics
 from pipeline.record import RecordMeta
 from pipeline.settings import Settings
@@ -23,6 +24,7 @@ from producers.receiver.tally import Tally
 log = structlog.get_logger("eventpipe.receiver.kafka")
 
 PROBE_INTERVAL_SECONDS = 1.0
+RECONNECT = BackoffPolicy(initial=0.2, cap=2.0)
 
 
 __all__ = ["KafkaUnavailable", "RecordProducer"]
@@ -75,7 +77,7 @@ class RecordProducer:
             self._producer = None
 
     async def _keep_connected(self) -> None:
-        backoff = 0.2
+        backoff = Backoff(RECONNECT)
         while True:
             if self._producer is None:
                 producer = self._new_producer()
@@ -83,13 +85,12 @@ class RecordProducer:
                     await producer.start()
                 except KafkaError as exc:
                     await producer.stop()
-                    log.warning("kafka_connect_failed", error=str(exc), retry_in=backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    log.warning("kafka_connect_failed", error=str(exc), retry_in=backoff.next_delay)
+                    await backoff.wait()
                     continue
                 self._producer = producer
                 self._healthy = True
-                backoff = 0.2
+                backoff.reset()
                 log.info("kafka_connected", bootstrap=self._settings.kafka_bootstrap)
             await asyncio.sleep(PROBE_INTERVAL_SECONDS)
             await self._probe()
