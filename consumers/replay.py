@@ -22,6 +22,7 @@ from consumers.sinks import open_sink
 from consumers.status.render import table
 from consumers.worker import Bounds, Worker
 from pipeline.errors import ConfigError
+from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 
@@ -81,7 +82,7 @@ async def plan(lookup: KafkaLookup, topic: str, spec: start_position.StartSpec) 
 
 async def replay(settings: Settings, spec: start_position.StartSpec, group_id: str | None = None) -> Summary:
     group = group_id or f"{settings.consumer_group}-replay"
-    lookup = KafkaLookup(settings.kafka_bootstrap)
+    lookup = KafkaLookup(kafka_client_options(settings))
     try:
         await lookup.start()
         bounds = await plan(lookup, settings.raw_topic, spec)

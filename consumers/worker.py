@@ -30,6 +30,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.errors import SinkUnavailable, UnstorableEvent
 from pipeline.formats import all_formats
 from pipeline.formats.base import VendorFormat
+from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 
@@ -127,7 +128,7 @@ class Worker:
         metrics.sink_errors.labels(sink.name)
         self._dlq = deadletter.DeadLetterProducer(settings)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_client_options(settings),
             group_id=self._group_id,
             client_id=client_id or "eventpipe-consumer",
             enable_auto_commit=False,

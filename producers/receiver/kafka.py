@@ -13,6 +13,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.record import RecordMeta
 from pipeline.settings import Settings
@@ -48,7 +49,7 @@ class RecordProducer:
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
         return AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **kafka_client_options(s),
             enable_idempotence=True,
             acks="all",
             linger_ms=s.producer_linger_ms,
