@@ -22,6 +22,7 @@ from consumers.sinks import open_sink
 from consumers.status.render import table
 from consumers.worker import Bounds, Worker
 from pipeline.errors import ConfigError
+from pipeline.kafka_diagnose import connection_problem
 from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
@@ -123,7 +124,8 @@ def main(settings: Settings, start: str, group_id: str | None) -> int:
     try:
         summary = run_on_uvloop(replay(settings, spec, group_id))
     except (KafkaError, TimeoutError) as exc:
-        print(f"error: Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+        problem = run_on_uvloop(connection_problem(settings)) or exc
+        print(f"error: Kafka at {settings.kafka_bootstrap}: {problem}", file=sys.stderr)
         return 1
     print(summary.text())
     return 0 if summary.caught_up else 1

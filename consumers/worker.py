@@ -24,6 +24,7 @@ from aiokafka.structs import OffsetAndMetadata
 from consumers import deadletter, dedup, window
 from consumers.decode import DeadRecord, RawRecord, decode_records
 from consumers.health import HealthServer, Readiness
+from consumers.kafka_wait import until_kafka_accepts
 from consumers.sinks.base import Sink, WriteResult
 from pipeline.canonical import CanonicalEvent
 from pipeline.clock import Clock, SystemClock
@@ -171,6 +172,7 @@ class Worker:
     async def start(self) -> None:
         await self._health.start()
         await self._start_sink()
+        await until_kafka_accepts(self._settings, self._stopping)
         await self._dlq.start()
         await self._consumer.start()
         self._consumer.subscribe([self._settings.raw_topic], listener=_Rebalance(self))

@@ -49,8 +49,17 @@ def _kafka_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    for line in asyncio.run(topics.ensure(settings)):
-        print(line)
+    from aiokafka.errors import KafkaError
+
+    from pipeline.kafka_diagnose import connection_problem
+
+    try:
+        for line in asyncio.run(topics.ensure(settings)):
+            print(line)
+    except KafkaError as exc:
+        problem = asyncio.run(connection_problem(settings)) or exc
+        print(f"error: Kafka at {settings.kafka_bootstrap}: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

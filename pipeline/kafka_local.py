@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,14 +153,25 @@ def new_cluster_id(layout: Layout, heap: str) -> str:
     )
 
 
-def format_storage(layout: Layout, heap: str, cluster_id: str | None = None) -> None:
-    """Once per data dir; the nodes of a cluster share one `cluster_id`."""
+def format_storage(
+    layout: Layout, heap: str, cluster_id: str | None = None, extra_args: Sequence[str] = ()
+) -> None:
+    """Once per data dir; the nodes of a cluster share one `cluster_id`. `extra_args` go to Kafka's
+    StorageTool (e.g. `--add-scram` to create SCRAM users before the first start)."""
     if (layout.log_dirs / "meta.properties").exists():
         return
     cluster_id = cluster_id or new_cluster_id(layout, heap)
     result = subprocess.run(
         java_command(
-            layout, heap, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(layout.config)
+            layout,
+            heap,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(layout.config),
+            *extra_args,
         ),
         capture_output=True,
         text=True,

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from pipeline.secrets import Secret
 from pipeline.settings import PREFIX, Settings
 from tests.corpus import CORPUS, JWT_SECRET_ENV, Case, jwt_secret
 from tests.kafka_util import create_topics
@@ -36,7 +37,11 @@ def environment(settings: Settings) -> dict[str, str]:
     env = {}
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
-        if isinstance(value, dict):
+        if value is None:
+            continue  # unset (no SASL password)
+        if isinstance(value, Secret):
+            text = value.reference  # the process resolves it from its own environment
+        elif isinstance(value, dict):
             text = ",".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, bool):
             text = "true" if value else "false"

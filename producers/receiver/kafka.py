@@ -13,6 +13,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from pipeline.kafka_diagnose import connection_problem
 from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.record import RecordMeta
@@ -84,7 +85,8 @@ class RecordProducer:
                     await producer.start()
                 except KafkaError as exc:
                     await producer.stop()
-                    log.warning("kafka_connect_failed", error=str(exc), retry_in=backoff)
+                    problem = await connection_problem(self._settings) or str(exc)
+                    log.warning("kafka_connect_failed", error=problem, retry_in=backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
