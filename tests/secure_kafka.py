@@ -30,6 +30,7 @@ def _openssl(*args: str) -> None:
 
 @dataclass(frozen=True)
 class Certificates:
+    root: Path  # also holds server.key and server.pem apart (what PostgreSQL takes)
     ca: Path  # the CA that signed the broker's and the client's certificates
     server: Path  # the broker's key and certificate chain, one PEM (Kafka's PEM keystore)
     client_cert: Path
@@ -62,7 +63,9 @@ class Certificates:
         )
         chain = root / "server-chain.pem"
         chain.write_text((root / "server.p8").read_text() + (root / "server.pem").read_text())
-        return cls(root / "ca.pem", chain, root / "client.pem", root / "client.key", root / "other-ca.pem")
+        return cls(
+            root, root / "ca.pem", chain, root / "client.pem", root / "client.key", root / "other-ca.pem"
+        )
 
 
 class SecureBroker:

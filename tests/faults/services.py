@@ -102,8 +102,9 @@ class PrivatePostgres:
             str(self._bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"
         )
 
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+    def start(self, extra_options: str = "") -> None:
+        """`extra_options`: more server settings, e.g. "-c ssl=on -c ssl_cert_file=..."."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {extra_options}"
         self._run(
             str(self._bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"),
             "-w", "-t", "90", "-o", options, "start",
