@@ -19,6 +19,8 @@ from pipeline.kafka_local import KafkaLocalError, Layout, Started
 from pipeline.settings import Settings
 
 PORT_STRIDE = 100
+STOP_SECONDS = kafka_local.STOP_TIMEOUT_SECONDS
+KILL_AFTER_SECONDS = 20.0
 
 
 def node_layout(settings: Settings, node_id: int) -> Layout:
@@ -49,6 +51,11 @@ def node_overrides(layout: Layout, node_id: int, nodes: int, voters: str) -> dic
         "transaction.state.log.min.isr": in_sync,
         "default.replication.factor": factor,
         "min.insync.replicas": in_sync,
+        # A node that stops heartbeating is fenced after 3 s (Kafka's default is 9): until then every
+        # partition it leads or follows cannot take an acks=all write. Well below the receiver's
+        # produce timeout (5 s), so losing a node costs latency, not 503s (docs/SCALING.md).
+        "broker.heartbeat.interval.ms": "500",
+        "broker.session.timeout.ms": "3000",
     }
 
 
@@ -177,7 +184,10 @@ def status_json(nodes: list[NodeStatus]) -> str:
 
 
 def stop(settings: Settings) -> str:
-    """SIGTERM to every node at once (a controlled shutdown each), then wait for all."""
+    """SIGTERM to every node at once (a controlled shutdown each), then wait for all. The last nodes of
+    a cluster may wait for a controller quorum that has already gone: after KILL_AFTER_SECONDS they
+    get SIGKILL (their logs are recovered at the next start; nothing acknowledged lives only in a
+    process's memory)."""
     layouts = known_nodes(settings)
     pids = {n: pid for n, lay in layouts.items() if (pid := kafka_local.read_pid(lay)) is not None}
     if not pids:
@@ -187,8 +197,36 @@ def stop(settings: Settings) -> str:
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + kafka_local.STOP_TIMEOUT_SECONDS
     alive = dict(pids)
+    killed: list[int] = []
+    _wait_gone(alive, layouts, KILL_AFTER_SECONDS if len(layouts) > 1 else STOP_SECONDS)
+    if alive and len(layouts) > 1:
+        for pid in alive.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed = sorted(alive)
+        _wait_gone(alive, layouts, STOP_SECONDS)
+    if alive:
+        stuck = ", ".join(f"node {n} pid {pid}" for n, pid in alive.items())
+        raise KafkaLocalError(
+            f"Kafka ({stuck}) did not stop within {STOP_SECONDS:.0f}s of SIGTERM; "
+            f"inspect the kafka.log beside each pid file, then `kill -9` the stuck pid"
+        )
+    if len(layouts) == 1:
+        return f"Kafka stopped (pid {next(iter(pids.values()))})"
+    stopped = "Kafka stopped (" + ", ".join(f"node {n} pid {pid}" for n, pid in pids.items()) + ")"
+    if killed:
+        nodes = ", ".join(map(str, killed))
+        stopped += (
+            f"; node {nodes} killed after {KILL_AFTER_SECONDS:.0f}s of SIGTERM (no controller quorum left)"
+        )
+    return stopped
+
+
+def _wait_gone(alive: dict[int, int], layouts: dict[int, Layout], seconds: float) -> None:
+    """Wait up to `seconds` for the processes in `alive` (node -> pid) to exit, removing each (and its
+    pid file) as it goes: what is left in `alive` did not exit."""
+    deadline = time.monotonic() + seconds
     while alive and time.monotonic() < deadline:
         for n, pid in list(alive.items()):
             kafka_local.reap(pid)
@@ -197,15 +235,6 @@ def stop(settings: Settings) -> str:
                 del alive[n]
         if alive:
             time.sleep(0.2)
-    if alive:
-        stuck = ", ".join(f"node {n} pid {pid}" for n, pid in alive.items())
-        raise KafkaLocalError(
-            f"Kafka ({stuck}) did not stop within {kafka_local.STOP_TIMEOUT_SECONDS:.0f}s of SIGTERM; "
-            f"inspect the kafka.log beside each pid file, then `kill -9` the stuck pid"
-        )
-    if len(layouts) == 1:
-        return f"Kafka stopped (pid {next(iter(pids.values()))})"
-    return "Kafka stopped (" + ", ".join(f"node {n} pid {pid}" for n, pid in pids.items()) + ")"
 
 
 def _alive(pid: int) -> bool:
