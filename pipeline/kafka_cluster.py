@@ -238,10 +238,12 @@ def _wait_gone(alive: dict[int, int], layouts: dict[int, Layout], seconds: float
 
 
 def _alive(pid: int) -> bool:
+    # A node started by another process (a test, `eventpipe dev`) is not ours to reap: once it has
+    # exited it stays a zombie until its parent waits for it, and a zombie is gone.
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not kafka_local.zombie(pid)

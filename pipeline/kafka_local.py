@@ -192,10 +192,10 @@ def read_pid(layout: Layout) -> int | None:
         return None
     except PermissionError:
         return pid
-    return None if _zombie(pid) else pid
+    return None if zombie(pid) else pid
 
 
-def _zombie(pid: int) -> bool:
+def zombie(pid: int) -> bool:
     """A killed broker whose parent has not reaped it yet still answers kill(0): it is down."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
