@@ -9,7 +9,6 @@ import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from pipeline import kafka_cluster, kafka_local, tenants, topics
 from pipeline import settings as settings_mod
@@ -39,7 +38,7 @@ def _kafka_status(args: argparse.Namespace, settings: Settings) -> int:
     nodes = kafka_cluster.status(settings)
     if args.json:
         print(kafka_cluster.status_json(nodes))
-    elif len(nodes) == 1 and not (Path(settings.data_dir) / "kafka" / "node-1").is_dir():
+    elif not kafka_cluster.is_cluster(settings):
         print(kafka_local.status(settings)[1])  # the single broker, as before (pid, memory)
     else:
         for node in nodes:

@@ -169,6 +169,11 @@ def known_nodes(settings: Settings) -> dict[int, Layout]:
     return dict(sorted(found.items())) or {1: Layout.from_settings(settings)}
 
 
+def is_cluster(settings: Settings) -> bool:
+    """Whether the data dir holds a cluster's nodes rather than the single broker."""
+    return any(path.is_dir() for path in Layout.from_settings(settings).data.glob("node-[0-9]*"))
+
+
 def status(settings: Settings) -> list[NodeStatus]:
     result = []
     for n, lay in known_nodes(settings).items():
