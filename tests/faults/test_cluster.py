@@ -49,7 +49,7 @@ def eventpipe(cluster: PrivateCluster, *args: str) -> subprocess.CompletedProces
     """`eventpipe kafka ...` on the cluster's ports and data dir, as an operator runs it."""
     env = {**os.environ, **environment(cluster.settings)}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "kafka", *args],
+        [sys.executable, "-m", "eventpipe", "kafka", *args],
         env=env,
         capture_output=True,
         text=True,

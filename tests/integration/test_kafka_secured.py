@@ -65,7 +65,7 @@ def eventpipe(settings: Settings, broker: SecureBroker, *args: str) -> subproces
         JWT_SECRET_ENV: jwt_secret(),
     }
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "eventpipe", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -182,7 +182,7 @@ def test_wrong_password_is_a_clear_error_and_not_ready_without_exiting(
         for log in (receiver.log_text(), consumer.log_text()):
             assert wrong["TEST_KAFKA_SCRAM_PW"] not in log and broker.scram_password not in log
     status = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "status"],
+        [sys.executable, "-m", "eventpipe", "status"],
         env={**os.environ, **environment(good), **wrong},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
