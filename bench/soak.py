@@ -46,6 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.services import free_port
 from eventpipe import dev
 from pipeline import kafka_local, topics
+from pipeline.kafka_security import kafka_client_options
 from pipeline.settings import Settings
 
 MEMORY_GROWTH = 0.10
@@ -142,10 +143,8 @@ class LagProbe:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-        )
+        self._admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+        self._consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
         self._partitions: list[TopicPartition] = []
 
     async def start(self) -> None:

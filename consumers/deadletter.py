@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from consumers.decode import DeadRecord, header
 from pipeline.canonical import CanonicalEvent
 from pipeline.clock import to_epoch_ms
+from pipeline.kafka_security import kafka_client_options
 from pipeline.settings import Settings
 from pipeline.topics import MESSAGE_BYTES_HEADROOM
 
@@ -73,7 +74,7 @@ class DeadLetterProducer:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_client_options(settings),
             enable_idempotence=True,
             acks="all",
             linger_ms=5,

@@ -9,6 +9,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -49,12 +50,13 @@ class KafkaLookup:
     """An admin client and a group-less consumer, opened by start() and closed by close(). Every call
     raises aiokafka's KafkaError (or TimeoutError) when the broker does not answer."""
 
-    def __init__(self, bootstrap: str, *, timeout_seconds: float = 10.0) -> None:
+    def __init__(self, client_options: Mapping[str, Any], *, timeout_seconds: float = 10.0) -> None:
+        """`client_options`: pipeline.kafka_security.kafka_client_options(settings)."""
         self._timeout = timeout_seconds
         timeout_ms = int(timeout_seconds * 1000)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+        self._admin = AIOKafkaAdminClient(**client_options, request_timeout_ms=timeout_ms)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **client_options,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

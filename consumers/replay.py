@@ -21,6 +21,8 @@ from consumers.status.render import table
 from consumers.stop_rule import Bounds, UntilCaughtUp
 from consumers.worker import Worker
 from pipeline.errors import ConfigError
+from pipeline.kafka_diagnose import connection_problem
+from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 
@@ -78,7 +80,7 @@ async def plan(lookup: KafkaLookup, topic: str, spec: start_position.StartSpec) 
 
 async def replay(settings: Settings, spec: start_position.StartSpec, group_id: str | None = None) -> Summary:
     group = group_id or f"{settings.consumer_group}-replay"
-    lookup = KafkaLookup(settings.kafka_bootstrap)
+    lookup = KafkaLookup(kafka_client_options(settings))
     try:
         await lookup.start()
         bounds = await plan(lookup, settings.raw_topic, spec)
@@ -119,7 +121,8 @@ def main(settings: Settings, start: str, group_id: str | None) -> int:
     try:
         summary = run_on_uvloop(replay(settings, spec, group_id))
     except (KafkaError, TimeoutError) as exc:
-        print(f"error: Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+        problem = run_on_uvloop(connection_problem(settings)) or exc
+        print(f"error: Kafka at {settings.kafka_bootstrap}: {problem}", file=sys.stderr)
         return 1
     print(summary.text())
     return 0 if summary.caught_up else 1

@@ -19,6 +19,7 @@ from consumers.checkpoint import Checkpoint
 from consumers.deadletter import DeadLetterProducer
 from consumers.fetch import BatchPolicy, collect
 from consumers.health import HealthServer, Readiness
+from consumers.kafka_wait import until_kafka_accepts
 from consumers.partitions import Partitions
 from consumers.sinks.base import Sink
 from consumers.stop_rule import StopRule, UntilStopped
@@ -28,6 +29,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.errors import SinkUnavailable
 from pipeline.formats import all_formats
 from pipeline.formats.base import VendorFormat
+from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 
@@ -73,7 +75,7 @@ class Worker:
         metrics.sink_errors.labels(sink.name)
         self._dlq = DeadLetterProducer(settings)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_client_options(settings),
             group_id=self._group_id,
             client_id=client_id or "eventpipe-consumer",
             enable_auto_commit=False,
@@ -128,6 +130,7 @@ class Worker:
     async def start(self) -> None:
         await self._health.start()
         await self._start_sink()
+        await until_kafka_accepts(self._settings, self._stopping)
         await self._dlq.start()
         await self._consumer.start()
         self._consumer.subscribe([self._settings.raw_topic], listener=_Rebalance(self))

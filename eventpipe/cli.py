@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline import kafka_local, tenants, topics
+from pipeline import kafka_cluster, kafka_local, tenants, topics
 from pipeline import settings as settings_mod
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
@@ -21,22 +21,44 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.action == "start":
-            print(kafka_local.start(settings))
+            nodes = args.nodes
+            print(kafka_local.start(settings) if nodes == 1 else kafka_cluster.start(settings, nodes))
         elif args.action == "stop":
-            print(kafka_local.stop(settings))
+            print(kafka_cluster.stop(settings))
         else:
-            ok, text = kafka_local.status(settings)
-            print(text)
-            return 0 if ok else 1
+            return _kafka_status(args, settings)
     except (kafka_local.KafkaLocalError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
+def _kafka_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when every known node runs and answers."""
+    nodes = kafka_cluster.status(settings)
+    if args.json:
+        print(kafka_cluster.status_json(nodes))
+    elif not kafka_cluster.is_cluster(settings):
+        print(kafka_local.status(settings)[1])  # the single broker, as before (pid, memory)
+    else:
+        for node in nodes:
+            state = "running" if node.running else ("not answering" if node.pid else "down")
+            print(f"node {node.node_id} on {node.bootstrap}: {state} (pid {node.pid or '-'})")
+    return 0 if all(node.running for node in nodes) else 1
+
+
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    for line in asyncio.run(topics.ensure(settings)):
-        print(line)
+    from aiokafka.errors import KafkaError
+
+    from pipeline.kafka_diagnose import connection_problem
+
+    try:
+        for line in asyncio.run(topics.ensure(settings)):
+            print(line)
+    except KafkaError as exc:
+        problem = asyncio.run(connection_problem(settings)) or exc
+        print(f"error: Kafka at {settings.kafka_bootstrap}: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -69,8 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = add("kafka", "start, stop or check the local single-node Kafka broker", _kafka)
+    p = add("kafka", "start, stop or check the local Kafka broker (or a local cluster: --nodes 3)", _kafka)
     p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        choices=range(1, 10),
+        metavar="N",
+        help="start: N KRaft nodes on the base port + 0, 100, 200... (default 1)",
+    )
+    p.add_argument("--json", action="store_true", help='status: {"nodes": [...]} as JSON')
     add("topics", "create the raw and dead-letter topics if missing (idempotent)", _topics).add_argument(
         "action", choices=["ensure"]
     )

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,15 +107,25 @@ def fetch_jars(layout: Layout) -> bool:
     return True
 
 
-def _render_config(layout: Layout) -> None:
+def render_config(layout: Layout, overrides: Mapping[str, str] | None = None) -> None:
+    """deploy/kafka/server.properties for this layout's ports, with `overrides` replacing the values of
+    the keys they name (what a node of a cluster changes)."""
     text = (DEPLOY_DIR / "server.properties").read_text()
     text = text.replace("127.0.0.1:9093", f"{layout.host}:{layout.port + 1}")
     text = text.replace("127.0.0.1:9092", f"{layout.host}:{layout.port}")
+    pending = dict(overrides or {})
+    lines = []
+    for line in text.splitlines():
+        key = line.partition("=")[0].strip()
+        if not line.startswith("#") and key in pending:
+            line = f"{key}={pending.pop(key)}"
+        lines.append(line)
+    lines += [f"{key}={value}" for key, value in pending.items()]
     layout.data.mkdir(parents=True, exist_ok=True)
-    layout.config.write_text(text + f"\nlog.dirs={layout.log_dirs}\n")
+    layout.config.write_text("\n".join(lines) + f"\nlog.dirs={layout.log_dirs}\n")
 
 
-def _java(layout: Layout, heap: str, *args: str) -> list[str]:
+def java_command(layout: Layout, heap: str, *args: str) -> list[str]:
     return [
         "java",
         "-Xms128m",
@@ -129,12 +140,10 @@ def _java(layout: Layout, heap: str, *args: str) -> list[str]:
     ]
 
 
-def _format_storage(layout: Layout, heap: str) -> None:
-    if (layout.log_dirs / "meta.properties").exists():
-        return
-    cluster_id = (
+def new_cluster_id(layout: Layout, heap: str) -> str:
+    return (
         subprocess.run(
-            _java(layout, heap, "kafka.tools.StorageTool", "random-uuid"),
+            java_command(layout, heap, "kafka.tools.StorageTool", "random-uuid"),
             capture_output=True,
             text=True,
             check=True,
@@ -142,8 +151,28 @@ def _format_storage(layout: Layout, heap: str) -> None:
         .stdout.strip()
         .splitlines()[-1]
     )
+
+
+def format_storage(
+    layout: Layout, heap: str, cluster_id: str | None = None, extra_args: Sequence[str] = ()
+) -> None:
+    """Once per data dir; the nodes of a cluster share one `cluster_id`. `extra_args` go to Kafka's
+    StorageTool (e.g. `--add-scram` to create SCRAM users before the first start)."""
+    if (layout.log_dirs / "meta.properties").exists():
+        return
+    cluster_id = cluster_id or new_cluster_id(layout, heap)
     result = subprocess.run(
-        _java(layout, heap, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(layout.config)),
+        java_command(
+            layout,
+            heap,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(layout.config),
+            *extra_args,
+        ),
         capture_output=True,
         text=True,
         check=False,
@@ -163,7 +192,16 @@ def read_pid(layout: Layout) -> int | None:
         return None
     except PermissionError:
         return pid
-    return pid
+    return None if zombie(pid) else pid
+
+
+def zombie(pid: int) -> bool:
+    """A killed broker whose parent has not reaped it yet still answers kill(0): it is down."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 async def _client_connects(bootstrap: str, wait_seconds: float) -> bool:
@@ -180,15 +218,21 @@ async def _client_connects(bootstrap: str, wait_seconds: float) -> bool:
             await admin.close()
 
 
-def client_connects(bootstrap: str, timeout: float = 3.0) -> bool:
+@contextlib.contextmanager
+def quiet_aiokafka() -> Iterator[None]:
     # While polling a starting broker every refused connection is expected; aiokafka would log each.
     quiet = logging.getLogger("aiokafka")
     previous = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        return asyncio.run(_client_connects(bootstrap, timeout))
+        yield
     finally:
         quiet.setLevel(previous)
+
+
+def client_connects(bootstrap: str, timeout: float = 3.0) -> bool:
+    with quiet_aiokafka():
+        return asyncio.run(_client_connects(bootstrap, timeout))
 
 
 @dataclass(frozen=True)
@@ -223,25 +267,17 @@ def start(settings: Settings, echo: bool = True) -> Started:
     began = time.monotonic()
     fetched = fetch_jars(layout)
     fetch_s = time.monotonic() - began
-    _render_config(layout)
-    _format_storage(layout, settings.kafka_heap)
+    render_config(layout)
+    format_storage(layout, settings.kafka_heap)
     began = time.monotonic()
-    with layout.log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            _java(layout, settings.kafka_heap, "kafka.Kafka", str(layout.config)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    layout.pid_file.write_text(str(proc.pid))
+    proc = launch(layout, settings.kafka_heap)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 layout.pid_file.unlink(missing_ok=True)
                 raise KafkaLocalError(
-                    f"Kafka exited with {proc.returncode} during start:\n{_tail(layout.log_file)}"
+                    f"Kafka exited with {proc.returncode} during start:\n{tail(layout.log_file)}"
                 )
             if client_connects(bootstrap, timeout=2.0):
                 took = time.monotonic() - began
@@ -251,15 +287,30 @@ def start(settings: Settings, echo: bool = True) -> Started:
             time.sleep(0.25)
     except BaseException:
         # Ctrl-C while the broker comes up must not leave it running behind the caller.
-        _terminate(proc, layout)
+        terminate(proc, layout)
         raise
-    _terminate(proc, layout)
+    terminate(proc, layout)
     raise KafkaLocalError(
-        f"Kafka did not accept a client within {START_TIMEOUT_SECONDS:.0f}s:\n{_tail(layout.log_file)}"
+        f"Kafka did not accept a client within {START_TIMEOUT_SECONDS:.0f}s:\n{tail(layout.log_file)}"
     )
 
 
-def _terminate(proc: subprocess.Popen[bytes], layout: Layout) -> None:
+def launch(layout: Layout, heap: str) -> subprocess.Popen[bytes]:
+    """The broker in the background (its own session: Ctrl-C on a terminal does not reach it), its
+    pid in the layout's pid file."""
+    with layout.log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            java_command(layout, heap, "kafka.Kafka", str(layout.config)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    layout.pid_file.write_text(str(proc.pid))
+    return proc
+
+
+def terminate(proc: subprocess.Popen[bytes], layout: Layout) -> None:
     proc.terminate()
     try:
         proc.wait(STOP_TIMEOUT_SECONDS)
@@ -283,7 +334,7 @@ def stop(settings: Settings) -> str:
         except ProcessLookupError:
             layout.pid_file.unlink(missing_ok=True)
             return f"Kafka stopped (pid {pid})"
-        _reap(pid)
+        reap(pid)
         time.sleep(0.2)
     raise KafkaLocalError(
         f"Kafka (pid {pid}) did not stop within {STOP_TIMEOUT_SECONDS:.0f}s of SIGTERM; "
@@ -298,18 +349,18 @@ def status(settings: Settings) -> tuple[bool, str]:
     if pid is None:
         return False, f"Kafka is not running (no live pid in {layout.pid_file})"
     if client_connects(bootstrap):
-        rss = _rss_mib(pid)
+        rss = rss_mib(pid)
         return True, f"Kafka running (pid {pid}) on {bootstrap}, resident memory {rss:.0f} MiB"
     return False, f"Kafka process {pid} is up but {bootstrap} does not answer"
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     # The broker may be our child when started from the same process (tests, `eventpipe dev`).
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 
 
-def _rss_mib(pid: int) -> float:
+def rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -319,7 +370,7 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

@@ -13,6 +13,7 @@ from typing import Any, get_type_hints
 
 from pipeline.errors import ConfigError
 from pipeline.limit_check import check_limits
+from pipeline.secrets import Secret, resolve
 
 PREFIX = "EVENTPIPE_"
 
@@ -32,6 +33,15 @@ def _setting(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated")
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client"
+    )
+    kafka_sasl_mechanism: str = _setting("", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)")
+    kafka_sasl_username: str = _setting("", "SASL user name")
+    kafka_sasl_password: Secret | None = _setting(None, "SASL password as env:NAME or file:PATH")
+    kafka_ssl_cafile: str = _setting("", "PEM CA bundle for the brokers' certificates (default: system)")
+    kafka_ssl_certfile: str = _setting("", "PEM client certificate, for brokers that require one (mTLS)")
+    kafka_ssl_keyfile: str = _setting("", "PEM private key of the client certificate")
     raw_topic: str = _setting("eventpipe.raw", "topic of raw accepted requests")
     dlq_topic: str = _setting("eventpipe.dlq", "dead-letter topic")
     raw_partitions: int = _setting(12, "partitions of the raw topic (bounds consumer parallelism)")
@@ -118,22 +128,24 @@ def load(environ: Mapping[str, str], **overrides: Any) -> Settings:
         if raw is not None:
             values[f.name] = raw
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(values)
+    return _build(values, environ)
 
 
-def _build(values: dict[str, Any]) -> Settings:
+def _build(values: dict[str, Any], environ: Mapping[str, str]) -> Settings:
     hints = get_type_hints(Settings)
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-    kwargs = {name: _coerce(name, hints[name], value) for name, value in values.items()}
+    kwargs = {name: _coerce(name, hints[name], value, environ) for name, value in values.items()}
     settings = Settings(**kwargs)
     _check(settings)
     return settings
 
 
-def _coerce(name: str, hint: Any, value: Any) -> Any:
+def _coerce(name: str, hint: Any, value: Any, environ: Mapping[str, str]) -> Any:
+    if hint == Secret | None:
+        return value if isinstance(value, Secret) else resolve(name, str(value), environ)
     try:
         if hint is bool:
             if isinstance(value, bool):
@@ -163,8 +175,35 @@ def _check(s: Settings) -> None:
     if s.producer_compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
         raise ConfigError("producer_compression must be none, gzip, snappy, lz4 or zstd")
     check_limits(s.rate_limits, s.rate_limit_bursts, "settings")
+    _check_kafka_security(s)
     if not (s.sink.startswith("sqlite:///") or s.sink.startswith(("postgresql://", "postgres://"))):
         raise ConfigError("sink must be sqlite:///path or postgresql://...")
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _check_kafka_security(s: Settings) -> None:
+    """Refuse half a configuration at start-up rather than fail on every connection later."""
+    protocol = s.kafka_security_protocol
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"kafka_security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+    if protocol.startswith("SASL_"):
+        if s.kafka_sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"{protocol} needs kafka_sasl_mechanism: one of {', '.join(SASL_MECHANISMS)}")
+        if not s.kafka_sasl_username or s.kafka_sasl_password is None:
+            raise ConfigError(f"{protocol} needs kafka_sasl_username and kafka_sasl_password")
+    elif s.kafka_sasl_mechanism or s.kafka_sasl_username or s.kafka_sasl_password is not None:
+        raise ConfigError(f"SASL settings given but kafka_security_protocol is {protocol}: use SASL_SSL")
+    tls_files = (s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile)
+    if any(tls_files) and protocol not in ("SSL", "SASL_SSL"):
+        raise ConfigError(f"kafka_ssl_* files given but kafka_security_protocol is {protocol}")
+    if s.kafka_ssl_keyfile and not s.kafka_ssl_certfile:
+        raise ConfigError("kafka_ssl_keyfile needs kafka_ssl_certfile (the client certificate)")
+    for path in tls_files:
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"kafka TLS file {path} does not exist")
 
 
 def from_environment() -> Settings:

@@ -7,6 +7,7 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from pipeline.kafka_security import kafka_client_options
 from pipeline.settings import Settings
 
 # Room above the receiver's body limit for headers and record overhead.
@@ -27,7 +28,7 @@ def topic_configs(settings: Settings) -> dict[str, str]:
 
 async def ensure(settings: Settings) -> list[str]:
     """Create missing topics; returns a line per topic saying what was done."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

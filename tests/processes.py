@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from pipeline.secrets import Secret
 from pipeline.settings import PREFIX, Settings
 from tests.corpus import CORPUS, JWT_SECRET_ENV, Case, jwt_secret
 from tests.kafka_util import create_topics
@@ -36,7 +37,11 @@ def environment(settings: Settings) -> dict[str, str]:
     env = {}
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
-        if isinstance(value, dict):
+        if value is None:
+            continue  # unset (no SASL password)
+        if isinstance(value, Secret):
+            text = value.reference  # the process resolves it from its own environment
+        elif isinstance(value, dict):
             text = ",".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, bool):
             text = "true" if value else "false"
@@ -133,10 +138,13 @@ def running_receiver(
     env: Mapping[str, str] | None = None,
     args: tuple[str, ...] = (),
     client_tls: ssl.SSLContext | None = None,
+    ready: bool = True,
 ) -> Iterator[EventpipeProcess]:
-    """`eventpipe receiver` on a free port (its topics created first), ready when this yields; stopped
+    """`eventpipe receiver` on a free port (its topics created first), ready when this yields unless
+    `ready` is False (a receiver expected not to connect; its topics are then not created); stopped
     with SIGTERM afterwards."""
-    asyncio.run(create_topics(settings))
+    if ready:
+        asyncio.run(create_topics(settings))
     port = free_port()
     # Its record (receiver-<port>.json) goes to the test's directory, not the checkout's .eventpipe.
     env = {PREFIX + "DATA_DIR": str(workdir), **(env or {})}
@@ -148,15 +156,22 @@ def running_receiver(
             assert receiver.alive(), receiver.log_text()
             return _ready(receiver.url, client_tls)
 
-        wait_until(up, 60, receiver.log_text)
+        if ready:
+            wait_until(up, 60, receiver.log_text)
         yield receiver
 
 
 @contextmanager
-def running_consumer(settings: Settings, workdir: Path) -> Iterator[EventpipeProcess]:
-    """`eventpipe consumer` of settings' group, started (its health port is a free one)."""
-    with _running("consumer", settings.replace(metrics_port=0), workdir, (), None) as consumer:
-        wait_until(lambda: "partitions_assigned" in consumer.log_text(), 60, consumer.log_text)
+def running_consumer(
+    settings: Settings, workdir: Path, env: Mapping[str, str] | None = None, ready: bool = True
+) -> Iterator[EventpipeProcess]:
+    """`eventpipe consumer` of settings' group, with partitions assigned when this yields unless
+    `ready` is False; its health port is a free one, in `port`."""
+    port = free_port()
+    with _running("consumer", settings.replace(metrics_port=port), workdir, (), env) as consumer:
+        consumer.port = port
+        if ready:
+            wait_until(lambda: "partitions_assigned" in consumer.log_text(), 60, consumer.log_text)
         yield consumer
 
 

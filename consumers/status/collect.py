@@ -16,6 +16,8 @@ from consumers.sinks import open_sink
 from consumers.status import snapshot as snap
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import PipelineError, SinkUnavailable
+from pipeline.kafka_diagnose import connection_problem
+from pipeline.kafka_security import kafka_client_options
 from pipeline.settings import Settings
 
 DEAD_LETTER_WINDOW = timedelta(hours=1)
@@ -58,7 +60,7 @@ async def _from_broker(
     settings: Settings, group_id: str, since: datetime, timeout_seconds: float
 ) -> tuple[snap.Broker, list[snap.Topic], snap.Group | None, snap.DeadLetters | None]:
     bootstrap = settings.kafka_bootstrap
-    lookup = KafkaLookup(bootstrap, timeout_seconds=timeout_seconds)
+    lookup = KafkaLookup(kafka_client_options(settings), timeout_seconds=timeout_seconds)
     try:
         await lookup.start()
         # A bound on the whole: aiokafka's offset look-ups retry on stale metadata without limit.
@@ -81,7 +83,8 @@ async def _from_broker(
             if dlq in parts:
                 dead = await _dead_letters(lookup, parts[dlq], next_, since, timeout_seconds)
     except _BROKER_FAILURES as exc:
-        return snap.Broker(bootstrap, False, error=_message(exc, timeout_seconds)), [], None, None
+        problem = await connection_problem(settings, timeout_seconds) or _message(exc, timeout_seconds)
+        return snap.Broker(bootstrap, False, error=problem), [], None, None
     finally:
         await lookup.close()
     return snap.Broker(bootstrap, True, cluster), topics, group, dead

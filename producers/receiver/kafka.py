@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipeline.backoff import Backoff, BackoffPolicy
+from pipeline.kafka_diagnose import connection_problem
+from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.record import RecordMeta
 from pipeline.settings import Settings
@@ -50,7 +52,7 @@ class RecordProducer:
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
         return AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **kafka_client_options(s),
             enable_idempotence=True,
             acks="all",
             linger_ms=s.producer_linger_ms,
@@ -85,7 +87,8 @@ class RecordProducer:
                     await producer.start()
                 except KafkaError as exc:
                     await producer.stop()
-                    log.warning("kafka_connect_failed", error=str(exc), retry_in=backoff.next_delay)
+                    problem = await connection_problem(self._settings) or str(exc)
+                    log.warning("kafka_connect_failed", error=problem, retry_in=backoff.next_delay)
                     await backoff.wait()
                     continue
                 self._producer = producer

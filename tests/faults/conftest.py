@@ -52,6 +52,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         "ambiguous",
         "outage 2xx",
         "outage 503",
+        "outage 2xx %",
+        "recovery s",
+        "storing gap s",
     )
     rows = [
         (
@@ -64,6 +67,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f.ambiguous,
             "-" if f.outage is None else sum(n for s, n in f.outage.items() if s.startswith("2")),
             "-" if f.outage is None else f.outage.get("503", 0),
+            "-" if f.answered_2xx is None else f"{100 * f.answered_2xx:.1f}",
+            "-" if f.recovery_seconds is None else f"{f.recovery_seconds:.1f}",
+            "-" if f.storing_gap_seconds is None else f"{f.storing_gap_seconds:.1f}",
         )
         for f in figures
     ]

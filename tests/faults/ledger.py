@@ -10,6 +10,7 @@ import contextlib
 import copy
 import itertools
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Set
@@ -54,6 +55,7 @@ class Ledger:
     statuses: Counter[str] = field(default_factory=Counter)
     in_flight: set[str] = field(default_factory=set)
     window: Window | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # each request's time to its reply
 
     def open_window(self) -> Window:
         self.window = Window(caught=set(self.in_flight))
@@ -71,8 +73,16 @@ class Ledger:
             window.caught.add(event_id)
         return window, window is not None and window.in_effect
 
-    def record(self, event_id: str, outcome: Outcome, status: str, sent: tuple[Window | None, bool]) -> None:
+    def record(
+        self,
+        event_id: str,
+        outcome: Outcome,
+        status: str,
+        sent: tuple[Window | None, bool],
+        seconds: float = 0.0,
+    ) -> None:
         self.in_flight.discard(event_id)
+        self.seconds[event_id] = seconds
         self.outcomes[event_id] = outcome
         self.statuses[status] += 1
         window = self.window
@@ -85,6 +95,16 @@ class Ledger:
 
     def ids(self, outcome: Outcome) -> set[str]:
         return {event_id for event_id, o in self.outcomes.items() if o is outcome}
+
+    def refused_after(self, seconds: float) -> set[str]:
+        """Refused requests answered no sooner than `seconds`: a 503 after the receiver's produce
+        timeout is the documented ambiguity (the broker may still commit the record), unlike a 503
+        given at once (refused before any write)."""
+        return {
+            event_id
+            for event_id, o in self.outcomes.items()
+            if o is Outcome.REFUSED and self.seconds.get(event_id, 0.0) >= seconds
+        }
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for o in self.outcomes.values() if o is outcome)
@@ -106,9 +126,19 @@ class Figures:
     phantom: list[str]  # stored, not acknowledged
     unexplained_phantom: list[str]  # phantom whose request was neither ambiguous nor excused
     outage: Mapping[str, int] | None  # replies to requests sent while the fault was in effect
+    # Measured by the cluster faults (tests/faults/test_cluster.py), absent elsewhere:
+    answered_2xx: float | None = None  # share of the outage's replies that were 2xx
+    recovery_seconds: float | None = None  # from the repair (restart, SIGCONT) to full replication
+    storing_gap_seconds: float | None = None  # longest time without a new row while the fault lasted
 
     def line(self) -> str:
         outage = "" if self.outage is None else f" outage_replies={dict(sorted(self.outage.items()))}"
+        if self.answered_2xx is not None:
+            outage += f" outage_2xx={self.answered_2xx:.1%}"
+        if self.recovery_seconds is not None:
+            outage += f" recovery={self.recovery_seconds:.1f}s"
+        if self.storing_gap_seconds is not None:
+            outage += f" longest_storing_gap={self.storing_gap_seconds:.1f}s"
         return (
             f"ledger[{self.fault}]: sent={self.sent} acknowledged={self.acknowledged} "
             f"refused={self.refused} unsent={self.unsent} ambiguous={self.ambiguous} stored={self.stored} "
@@ -224,6 +254,7 @@ class Sender:
         event_id, case, body = self.event(n)
         ledger = self._ledger
         sent = ledger.sending(event_id)
+        began = time.monotonic()
         try:
             async with self._http.post(
                 self._url + case.path,
@@ -241,4 +272,4 @@ class Sender:
             ledger.record(event_id, Outcome.AMBIGUOUS, type(exc).__name__, sent)
             return
         outcome = Outcome.ACKNOWLEDGED if 200 <= status < 300 else Outcome.REFUSED
-        ledger.record(event_id, outcome, str(status), sent)
+        ledger.record(event_id, outcome, str(status), sent, time.monotonic() - began)

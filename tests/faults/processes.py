@@ -4,7 +4,6 @@ kill or restart each one and the test can poll their probes and metrics."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from prometheus_client.samples import Sample
 from pipeline.settings import PREFIX, Settings
 from tests.conftest import ROOT
 from tests.corpus import JWT_SECRET_ENV, jwt_secret
+from tests.processes import environment
 from tests.waiting import wait_for
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
@@ -26,11 +26,7 @@ PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 def settings_env(settings: Settings) -> dict[str, str]:
     """The process environment that makes `eventpipe` load exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-    for f in dataclasses.fields(Settings):
-        value = getattr(settings, f.name)
-        if isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items())
-        env[PREFIX + f.name.upper()] = str(value)
+    env.update(environment(settings))
     env[JWT_SECRET_ENV] = jwt_secret()
     return env
 

@@ -4,6 +4,7 @@ up and compares the ledger with the sink."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import shutil
 import sqlite3
@@ -127,9 +128,18 @@ class Rig:
         await self.acknowledged(more, meanwhile=poll)
         return claims
 
-    async def settle(self, window: Window | None = None, excused: Set[str] = frozenset()) -> Figures:
+    async def settle(
+        self,
+        window: Window | None = None,
+        excused: Set[str] = frozenset(),
+        *,
+        answered_2xx: float | None = None,
+        recovery_seconds: float | None = None,
+        storing_gap_seconds: float | None = None,
+    ) -> Figures:
         """Once the sender has stopped: wait until the group has committed every record of the topic
-        (commits follow the writes, so all is stored) and every consumer is ready, then compare."""
+        (commits follow the writes, so all is stored) and every consumer is ready, then compare.
+        The keywords are figures a fault measured itself (tests/faults/test_cluster.py)."""
         lag: list[int] = []
 
         async def caught_up() -> bool:
@@ -143,7 +153,12 @@ class Rig:
         )
         for consumer in self.consumers:
             await self.wait_ready(consumer)
-        figures = compare(self.ledger, await self.stored_ids(), window, excused)
+        figures = dataclasses.replace(
+            compare(self.ledger, await self.stored_ids(), window, excused),
+            answered_2xx=answered_2xx,
+            recovery_seconds=recovery_seconds,
+            storing_gap_seconds=storing_gap_seconds,
+        )
         print("\n" + figures.line())
         self.report(figures)
         return figures

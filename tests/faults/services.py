@@ -12,15 +12,19 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
-from pipeline import kafka_local
+from pipeline import kafka_cluster, kafka_local
 from pipeline.settings import Settings
 from tests.conftest import IN_CI
-from tests.ports import free_port, free_port_run
+from tests.ports import free_node_ports, free_port, free_port_run
 
 
 def unavailable(message: str) -> NoReturn:
@@ -63,6 +67,80 @@ class PrivateBroker:
             self.kill()
 
 
+class PrivateCluster:
+    """A three-node KRaft cluster of our own (`pipeline.kafka_cluster`) on free ports: nodes to kill,
+    stop, pause (SIGSTOP: a hung broker) and start again."""
+
+    NODES = 3
+
+    def __init__(self, data_dir: Path) -> None:
+        base = free_node_ports(self.NODES)
+        self.settings = Settings(
+            kafka_bootstrap=f"127.0.0.1:{base}", data_dir=str(data_dir), kafka_heap="256m"
+        )
+        self.bootstrap = kafka_cluster.bootstrap_of(self.settings, self.NODES)
+        self._layouts = {n: kafka_cluster.node_layout(self.settings, n) for n in range(1, self.NODES + 1)}
+
+    def start(self) -> None:
+        """Start the nodes that are down and wait until every node answers."""
+        kafka_cluster.start(self.settings, self.NODES)
+
+    def pid(self, node: int) -> int:
+        pid = kafka_local.read_pid(self._layouts[node])
+        assert pid is not None, f"node {node} is not running"
+        return pid
+
+    def kill(self, node: int) -> None:
+        """SIGKILL, and wait until it is gone."""
+        pid = self.pid(node)
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        self._layouts[node].pid_file.unlink(missing_ok=True)
+
+    def stop(self, node: int) -> None:
+        """SIGTERM (a controlled shutdown: leadership moves first), and wait until it has exited."""
+        pid = self.pid(node)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + kafka_local.STOP_TIMEOUT_SECONDS
+        while kafka_local.read_pid(self._layouts[node]) is not None:
+            kafka_local.reap(pid)
+            assert time.monotonic() < deadline, f"node {node} did not stop within the timeout"
+            time.sleep(0.1)
+        self._layouts[node].pid_file.unlink(missing_ok=True)
+
+    def pause(self, node: int) -> None:
+        os.kill(self.pid(node), signal.SIGSTOP)
+
+    def resume(self, node: int) -> None:
+        os.kill(self.pid(node), signal.SIGCONT)
+
+    async def fully_replicated(self, topics: Sequence[str]) -> bool:
+        """Every partition of the topics has all its replicas in sync (what a rolling restart waits
+        for before the next node)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            found = await admin.describe_topics(list(topics))
+        except KafkaError:
+            return False
+        finally:
+            await admin.close()
+        partitions = [p for t in found for p in t["partitions"]]
+        return bool(partitions) and all(len(p["isr"]) == len(p["replicas"]) for p in partitions)
+
+    def close(self) -> None:
+        for node in self._layouts:
+            if kafka_local.read_pid(self._layouts[node]) is not None:
+                self.resume(node)  # a paused node cannot shut down
+        try:
+            kafka_cluster.stop(self.settings)
+        except kafka_local.KafkaLocalError:
+            for node in self._layouts:
+                if kafka_local.read_pid(self._layouts[node]) is not None:
+                    self.kill(node)
+
+
 def _pg_bindir() -> Path | None:
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name.split(".")[0])
@@ -102,8 +180,9 @@ class PrivatePostgres:
             str(self._bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"
         )
 
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+    def start(self, extra_options: str = "") -> None:
+        """`extra_options`: more server settings, e.g. "-c ssl=on -c ssl_cert_file=..."."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {extra_options}"
         self._run(
             str(self._bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"),
             "-w", "-t", "90", "-o", options, "start",

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from consumers.deadletter import DeadLetter
 from consumers.lookup import KafkaLookup
+from pipeline.kafka_security import kafka_client_options
 from pipeline.record import RecordMeta
 from tests.corpus import restamp
 from tests.integration.conftest import Pipeline, row_count
@@ -55,7 +56,7 @@ async def test_refused_dead_letters_block_the_commit_until_sent(pipeline: Pipeli
     worker = await pipeline.start_consumer()
     failing = FailingDeadLetters(worker._dlq.send_all)
     worker._dlq.send_all = failing  # type: ignore[method-assign]
-    lookup = KafkaLookup(settings.kafka_bootstrap)
+    lookup = KafkaLookup(kafka_client_options(settings))
     await lookup.start()
     try:
         (late_id,) = await post_clicks(pipeline, 1, at=datetime.now(UTC) - timedelta(hours=72))
@@ -138,7 +139,7 @@ async def test_a_batch_prepared_behind_an_abandoned_one_is_fetched_again(pipelin
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
-    lookup = KafkaLookup(settings.kafka_bootstrap)
+    lookup = KafkaLookup(kafka_client_options(settings))
     await lookup.start()
     try:
         await produce_click(producer, settings.raw_topic, 0, datetime.now(UTC) - timedelta(hours=72))
