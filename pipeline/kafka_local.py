@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -230,6 +231,14 @@ def quiet_aiokafka() -> Iterator[None]:
         quiet.setLevel(previous)
 
 
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
 def client_connects(bootstrap: str, timeout: float = 3.0) -> bool:
     with quiet_aiokafka():
         return asyncio.run(_client_connects(bootstrap, timeout))
@@ -257,12 +266,15 @@ def start(settings: Settings, echo: bool = True) -> Started:
         raise KafkaLocalError(
             f"Kafka process {pid} exists but {bootstrap} does not answer; see {layout.log_file}"
         )
-    if client_connects(bootstrap, timeout=2.0):
+    if _listening(layout.host, layout.port):
         # A broker we did not start (another data dir, a user's own Kafka): use it rather than clash.
-        return Started(
-            f"Kafka already reachable on {bootstrap} (not started from this data dir); using it",
-            started=False,
-        )
+        # On a loaded machine its first answer can take longer than a quick probe allows.
+        if client_connects(bootstrap, timeout=10.0):
+            return Started(
+                f"Kafka already reachable on {bootstrap} (not started from this data dir); using it",
+                started=False,
+            )
+        raise KafkaLocalError(f"something listens on {bootstrap} but does not answer as a Kafka broker")
     java_version()
     began = time.monotonic()
     fetched = fetch_jars(layout)
