@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -25,6 +24,7 @@ from pipeline import kafka_cluster, kafka_local
 from pipeline.settings import Settings
 from tests.conftest import IN_CI
 from tests.ports import free_node_ports, free_port, free_port_run
+from tests.waiting import wait_until
 
 
 def unavailable(message: str) -> NoReturn:
@@ -102,11 +102,12 @@ class PrivateCluster:
         """SIGTERM (a controlled shutdown: leadership moves first), and wait until it has exited."""
         pid = self.pid(node)
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + kafka_local.STOP_TIMEOUT_SECONDS
-        while kafka_local.read_pid(self._layouts[node]) is not None:
+
+        def stopped() -> bool:
             kafka_local.reap(pid)
-            assert time.monotonic() < deadline, f"node {node} did not stop within the timeout"
-            time.sleep(0.1)
+            return kafka_local.read_pid(self._layouts[node]) is None
+
+        wait_until(stopped, kafka_local.STOP_TIMEOUT_SECONDS, f"node {node} to stop after SIGTERM")
         self._layouts[node].pid_file.unlink(missing_ok=True)
 
     def pause(self, node: int) -> None:
