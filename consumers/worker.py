@@ -85,6 +85,12 @@ class Worker:
             max_partition_fetch_bytes=2 * 1024 * 1024,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
+            # A broker that hangs holds the fetches of the partitions it led until the request times
+            # out, and the consumer learns their new leaders from its next metadata refresh: both far
+            # sooner than aiokafka's 40 s and 5 min. Every request shares the timeout, so it stays
+            # above the JoinGroup's wait (the rebalance timeout, the session timeout by default).
+            request_timeout_ms=15_000,
+            metadata_max_age_ms=5_000,
         )
         self._health = HealthServer(health_host, settings.metrics_port, metrics, self.readiness)
         self._stopping = asyncio.Event()

@@ -11,7 +11,13 @@ index entry and more of the produce request each).
 
 Each request still waits for its own record: it gets a future of its own, resolved when the batch
 holding its record is acknowledged, or failed (the request then answers 503) when that batch is not.
-The batches of one submission are delivered, or fail, each on its own."""
+The batches of one submission are delivered, or fail, each on its own.
+
+A broker that hangs must not hold up the others (Kafka's own answer is KIP-794's adaptive partitioning):
+the next submission waits for the batches in flight at most SLOW_BATCH_SECONDS, and keyless batches
+then avoid the partitions led by a broker that has a batch unacknowledged for longer than that, or
+that the receiver's probe found silent. Only the requests already in the hung broker's batch wait out
+the produce timeout; the rest go on to the partitions whose leaders answer."""
 
 from __future__ import annotations
 
@@ -24,8 +30,21 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
 
 Headers = Sequence[tuple[str, bytes]]
+
+# How long a batch may go unacknowledged before its broker counts as slow. A healthy acks=all write
+# takes milliseconds; a leader lost to a crash or a hang is replaced by the controllers in seconds.
+SLOW_BATCH_SECONDS = 0.5
+
+# The leader of a partition of the topic in the producer's metadata (None when unknown).
+LeaderOf = Callable[[AIOKafkaProducer, str, int], "int | None"]
+
+
+def metadata_leader(producer: AIOKafkaProducer, topic: str, partition: int) -> int | None:
+    leader = producer.client.cluster.leader_for_partition(TopicPartition(topic, partition))
+    return None if leader is None or leader < 0 else int(leader)
 
 
 class KafkaUnavailable(Exception):
@@ -59,6 +78,8 @@ class TickBatcher:
         timeout_seconds: float,
         on_failure: Callable[[AIOKafkaProducer], None],
         on_delivered: Callable[[float, int], None],
+        leader_of: LeaderOf = metadata_leader,
+        slow_after: float = SLOW_BATCH_SECONDS,
     ) -> None:
         self._topic = topic
         self._timeout = timeout_seconds
@@ -69,8 +90,15 @@ class TickBatcher:
         self._tick: _Tick | None = None
         self._next = 0  # round robin over partitions, one tick's keyless batch after another
         self._keyed_partitioner = DefaultPartitioner()
-        self._tasks: set[asyncio.Task[None]] = set()  # submissions in flight
+        self._tasks: dict[asyncio.Task[None], AIOKafkaProducer] = {}  # submissions in flight
+        self._overdue: set[asyncio.Task[None]] = set()  # in flight for longer than slow_after
+        self._overdue_timer: asyncio.TimerHandle | None = None
         self._scheduled = False
+        self._leader_of = leader_of
+        self._slow_after = slow_after
+        # Batches sent and not yet acknowledged: their leader and when they were sent.
+        self._unacknowledged: dict[int, tuple[int | None, float]] = {}
+        self.silent_nodes: frozenset[int] = frozenset()  # the probe's finding (RecordProducer)
 
     def add(
         self, producer: AIOKafkaProducer, value: bytes, headers: Headers, key: bytes | None = None
@@ -81,8 +109,10 @@ class TickBatcher:
             if tick is not None:
                 self._submit()  # records of a producer given up meanwhile: let them fail alone
             tick = self._tick = _Tick(producer)
-            if not self._tasks:
+            if self._tasks.keys() <= self._overdue:
                 self._schedule()
+            else:
+                self._wait_at_most(self._slow_after)
         batches = tick.keyless if key is None else tick.keyed
         waiter: asyncio.Future[None] = loop.create_future()
         batch = batches[-1] if batches and (key is None or batches[-1].key == key) else None
@@ -103,68 +133,123 @@ class TickBatcher:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._submit_scheduled)
 
+    def _wait_at_most(self, seconds: float) -> None:
+        if self._overdue_timer is None:
+            self._overdue_timer = asyncio.get_running_loop().call_later(seconds, self._give_up_waiting)
+
+    def _give_up_waiting(self) -> None:
+        """The batches in flight are overdue: what gathered meanwhile leaves without them."""
+        self._overdue_timer = None
+        self._overdue |= self._tasks.keys()
+        if self._tick is not None:
+            self._submit()
+
     def _submit_scheduled(self) -> None:
         self._scheduled = False
         self._submit()
 
     def _submit(self) -> None:
+        if self._overdue_timer is not None:
+            self._overdue_timer.cancel()
+            self._overdue_timer = None
         tick, self._tick = self._tick, None
         if tick is None:
             return
         task = asyncio.get_running_loop().create_task(self._deliver(tick), name="kafka-batch")
-        self._tasks.add(task)
+        self._tasks[task] = tick.producer
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not self._tasks and self._tick is not None:
+        self._tasks.pop(task, None)
+        self._overdue.discard(task)
+        if self._tick is not None and self._tasks.keys() <= self._overdue:
             self._schedule()  # what gathered meanwhile, with this tick's records
 
     async def _deliver(self, tick: _Tick) -> None:
         producer = tick.producer
-        submitted: list[tuple[_Batch, asyncio.Future[Any]]] = []
         pending = [*tick.keyless, *tick.keyed]
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
                 partitions = sorted(await producer.partitions_for(self._topic))
+                leaders = {p: self._leader_of(producer, self._topic, p) for p in partitions}
+                answering = self._answering(partitions, leaders)
+                submitted: dict[asyncio.Future[Any], _Batch] = {}
                 for batch in pending:
-                    partition = self._partition(batch.key, partitions)
+                    partition = self._partition(batch.key, partitions, answering)
                     # Closed, the batch goes with the sender's next produce request instead of lingering
                     # for more records: this tick's are all in it.
                     batch.builder.close()
                     delivery = await producer.send_batch(batch.builder, self._topic, partition=partition)
-                    submitted.append((batch, delivery))
-                for batch, delivery in submitted:
-                    await delivery
-                    _resolve(batch.waiters, None)
-                    self._on_delivered(time.perf_counter() - started, len(batch.waiters))
+                    self._unacknowledged[id(batch)] = (leaders[partition], time.monotonic())
+                    submitted[delivery] = batch
+                await self._settle(producer, submitted, started)
         except (KafkaError, KafkaUnavailable, TimeoutError) as exc:
             self._on_failure(producer)
+            error = _described(exc)
             for batch in pending:
-                _resolve(batch.waiters, str(exc) or type(exc).__name__)
+                self._unacknowledged.pop(id(batch), None)
+                _resolve(batch.waiters, error)
         except BaseException:
             # Anything else (a bug, or the task cancelled at shutdown) must not leave a request waiting.
             for batch in pending:
+                self._unacknowledged.pop(id(batch), None)
                 _resolve(batch.waiters, "record not delivered")
             raise
 
-    def _partition(self, key: bytes | None, partitions: list[int]) -> int:
+    async def _settle(
+        self, producer: AIOKafkaProducer, submitted: dict[asyncio.Future[Any], _Batch], started: float
+    ) -> None:
+        """Each batch's requests hear its own outcome as soon as it is known: a batch acknowledged
+        after another failed was written, so its requests must not be told 503."""
+        while submitted:
+            done, _ = await asyncio.wait(submitted, return_when=asyncio.FIRST_COMPLETED)
+            for delivery in done:
+                batch = submitted.pop(delivery)
+                self._unacknowledged.pop(id(batch), None)
+                error = "record not delivered" if delivery.cancelled() else _described(delivery.exception())
+                if error is not None:
+                    self._on_failure(producer)
+                    _resolve(batch.waiters, error)
+                else:
+                    _resolve(batch.waiters, None)
+                    self._on_delivered(time.perf_counter() - started, len(batch.waiters))
+
+    def _answering(self, partitions: list[int], leaders: dict[int, int | None]) -> list[int]:
+        """The partitions whose leader is not slow: every one, when none is left."""
+        now = time.monotonic()
+        slow = {
+            node for node, sent in self._unacknowledged.values() if now - sent > self._slow_after
+        } | self.silent_nodes
+        return [p for p in partitions if leaders[p] not in slow] or partitions
+
+    def _partition(self, key: bytes | None, partitions: list[int], answering: list[int]) -> int:
         if not partitions:
             raise KafkaUnavailable("no partitions known for the topic")
         if key is not None:
+            # A key's partition is fixed: its records wait for their leader like any keyed producer's.
             return int(self._keyed_partitioner(key, partitions, partitions))
         # Round robin: consecutive batches go to different partitions, so a batch does not wait for
         # the previous one's to leave (aiokafka queues one batch per partition), and records spread
         # over all partitions.
-        self._next = (self._next + 1) % len(partitions)
-        return partitions[self._next]
+        self._next = (self._next + 1) % len(answering)
+        return answering[self._next]
 
     async def close(self) -> None:
         """Submit the open tick and wait for every batch in flight (the producer is stopped after)."""
         self._submit()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def settled(self, producer: AIOKafkaProducer) -> None:
+        """Until every submission to the producer has been answered: each within the produce timeout."""
+        tasks = [task for task, to in self._tasks.items() if to is producer]
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+def _described(exc: BaseException | None) -> str | None:
+    return None if exc is None else str(exc) or type(exc).__name__
 
 
 def _resolve(waiters: list[asyncio.Future[None]], error: str | None) -> None:

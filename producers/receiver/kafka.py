@@ -10,8 +10,9 @@ import contextlib
 from typing import Any, cast
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from pipeline.backoff import Backoff, BackoffPolicy
 from pipeline.kafka_diagnose import connection_problem
@@ -26,6 +27,7 @@ from producers.receiver.tally import Tally
 log = structlog.get_logger("eventpipe.receiver.kafka")
 
 PROBE_INTERVAL_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 2.0
 RECONNECT = BackoffPolicy(initial=0.2, cap=2.0)
 
 
@@ -38,9 +40,11 @@ class RecordProducer:
         self._metrics = metrics
         self._tally = tally
         self._producer: AIOKafkaProducer | None = None
-        self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._healthy = False
+        self._retiring: AIOKafkaProducer | None = None  # given up, serving until its replacement starts
+        self._replace = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()  # producers replaced, closing
         self._batcher = TickBatcher(
             settings.raw_topic, settings.produce_timeout_seconds, self._abandon, self._delivered
         )
@@ -73,6 +77,8 @@ class RecordProducer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._batcher.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._producer is not None:
             # flush what is in flight: every record awaited by a request is either acked or failed
             await self._producer.stop()
@@ -81,58 +87,95 @@ class RecordProducer:
     async def _keep_connected(self) -> None:
         backoff = Backoff(RECONNECT)
         while True:
-            if self._producer is None:
+            if self._producer is None or self._producer is self._retiring:
                 producer = self._new_producer()
                 try:
                     await producer.start()
                 except KafkaError as exc:
                     await producer.stop()
+                    # Not even a new producer can start: refuse at once rather than queue records,
+                    # and close the one given up rather than let it retry its records later.
+                    self._healthy = False
+                    if self._producer is not None and self._producer is self._retiring:
+                        self._close_when_settled(self._producer)
+                        self._producer = None
                     problem = await connection_problem(self._settings) or str(exc)
                     log.warning("kafka_connect_failed", error=problem, retry_in=backoff.next_delay)
                     await backoff.wait()
                     continue
-                self._producer = producer
+                retired, self._producer = self._producer, producer
                 self._healthy = True
                 backoff.reset()
                 log.info("kafka_connected", bootstrap=self._settings.kafka_bootstrap)
-            await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+                if retired is not None:
+                    self._close_when_settled(retired)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROBE_INTERVAL_SECONDS):
+                    await self._replace.wait()
+            self._replace.clear()
             await self._probe()
 
     async def _probe(self) -> None:
+        """Every broker is asked at once, each on the connection the producer writes on, so a broker that
+        hangs shows here as it shows to the writes. Kafka is up while any broker answers: writes to the
+        partitions a silent broker leads move elsewhere (batching.py), and a single broker's failure is
+        the cluster's business (it moves the leaderships), not a reason to refuse every request."""
         producer = self._producer
         if producer is None:
             return
-        try:
-            async with asyncio.timeout(2.0):
-                # A metadata request for the raw topic alone: the broker answers it in the same way
-                # as for all topics, but its size (and the broker's work) does not grow with the
-                # cluster's topic count, every second in every worker.
-                client = producer.client
-                await client.add_topic(self._settings.raw_topic)
-                healthy = bool(await client.force_metadata_update())
-        except (KafkaError, TimeoutError):
-            healthy = False
+        client = producer.client
+        nodes = sorted(int(b.nodeId) for b in client.cluster.brokers())
+        if nodes:
+            answers = await asyncio.gather(*(self._asks(client, node) for node in nodes))
+            silent = frozenset(node for node, answered in zip(nodes, answers, strict=True) if not answered)
+            healthy = len(silent) < len(nodes)
+        else:  # no metadata yet: ask whichever bootstrap server answers
+            silent = frozenset()
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                    healthy = bool(await client.force_metadata_update())
+            except (KafkaError, TimeoutError):
+                healthy = False
+        if silent != self._batcher.silent_nodes:
+            log.warning("kafka_brokers_silent", nodes=sorted(silent))
+        self._batcher.silent_nodes = silent
         if healthy != self._healthy:
             log.warning("kafka_health_changed", healthy=healthy)
         self._healthy = healthy
 
+    async def _asks(self, client: AIOKafkaClient, node: int) -> bool:
+        """Whether the broker answers a metadata request for the raw topic alone in time (its size, and
+        the broker's work, do not grow with the cluster's topic count)."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                await client.send(node, MetadataRequest([self._settings.raw_topic]))
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
+
     def _abandon(self, producer: AIOKafkaProducer) -> None:
-        """Give up a producer whose records could not be acknowledged in time. aiokafka's idempotent
+        """Replace a producer whose records could not be acknowledged in time. aiokafka's idempotent
         producer never expires a batch: it would deliver records whose requests were already answered
-        503 once the broker is back. Failing its pending batches makes a 503 mean "not written" (short
-        of a write whose acknowledgement was lost on the wire); a fresh producer takes over."""
-        if self._producer is not producer:
+        503 once the broker is back. It goes on taking records (for the partitions whose leaders answer:
+        batching.py) while its replacement starts, which takes seconds when the cluster has a broker that
+        hangs; then it is closed once every request with a record in it has its answer."""
+        if self._producer is not producer or self._retiring is producer:
             return  # another request already did it
-        self._producer = None
-        self._healthy = False
-        accumulator = cast(Any, producer)._message_accumulator  # no public API for this
-        accumulator.fail_all(KafkaUnavailable("abandoned after a produce timeout"))
-        asyncio.get_running_loop().create_task(self._close_quietly(producer))
+        self._retiring = producer
+        self._replace.set()
         log.warning("kafka_producer_abandoned")
 
-    @staticmethod
-    async def _close_quietly(producer: AIOKafkaProducer) -> None:
+    def _close_when_settled(self, producer: AIOKafkaProducer) -> None:
+        closing = asyncio.get_running_loop().create_task(self._close_quietly(producer))
+        self._closing.add(closing)  # the loop keeps only a weak reference to a task
+        closing.add_done_callback(self._closing.discard)
+
+    async def _close_quietly(self, producer: AIOKafkaProducer) -> None:
+        """What is left in the producer once every request with a record in it has its answer belongs
+        to requests answered 503: it is failed, so that closing does not retry it into the log."""
         with contextlib.suppress(Exception):
+            await self._batcher.settled(producer)
+            cast(Any, producer)._message_accumulator.fail_all(KafkaUnavailable("abandoned"))
             async with asyncio.timeout(10):
                 await producer.stop()
 

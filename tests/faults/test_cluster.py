@@ -31,18 +31,13 @@ pytestmark = [pytest.mark.faults, pytest.mark.network]
 
 SAMPLE_SECONDS = 0.2
 HUNG_SECONDS = 30.0
-# The goal is 98 % of requests answered 2xx while one node is down. Kafka meets it: with nodes
-# fenced in 3 s no write waits out the produce timeout, which is what the tests check. The receiver
-# does not, yet: its one-second health probe may ask the dead node for metadata, call Kafka down and
-# refuse every request at once until the next probe (93.1 to 100 % 2xx across runs, every refusal
-# "not connected to Kafka"; docs/SCALING.md). The share is reported in the ledger table.
+# The production default, above the cluster's failover time (a node fenced after
+# broker.session.timeout.ms, 3 s here): a lost node shows as latency, not as 503.
 PRODUCE_TIMEOUT = 5.0
-
-
-# The rolling restart (three node restarts) and the 30 s hang add about 3 minutes: they run when
-# EVENTPIPE_TEST_CLUSTER_FAULTS=all (the fault ledger run), not in every `make test`.
-ALL_FAULTS = os.environ.get("EVENTPIPE_TEST_CLUSTER_FAULTS", "") == "all"
-slow_fault = pytest.mark.skipif(not ALL_FAULTS, reason="set EVENTPIPE_TEST_CLUSTER_FAULTS=all to run it")
+# The goal while one node is lost. The receiver's probe asks every broker and the writes of
+# keyless records avoid the partitions whose leader does not answer (producers/receiver/batching.py):
+# only the requests whose records were already with the lost node wait out a leader change or a timeout.
+ANSWERED_2XX_GOAL = 0.98
 
 
 def eventpipe(cluster: PrivateCluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -193,9 +188,9 @@ async def test_one_node_killed_then_restarted(
     )
     assert_no_loss(figures)
     assert not rig.ledger.refused_after(PRODUCE_TIMEOUT - 0.25), f"a write timed out: {figures.line()}"
+    assert share_2xx(window) >= ANSWERED_2XX_GOAL, figures.line()
 
 
-@slow_fault
 async def test_rolling_restart(cluster: PrivateCluster, make_rig: RigFactory, tmp_path: Path) -> None:
     rig = await start_pipeline(make_rig, "cluster: rolling restart", cluster, tmp_path)
     progress = Progress(rig)
@@ -222,9 +217,9 @@ async def test_rolling_restart(cluster: PrivateCluster, make_rig: RigFactory, tm
     )
     assert_no_loss(figures)
     assert not rig.ledger.refused_after(PRODUCE_TIMEOUT - 0.25), f"a write timed out: {figures.line()}"
+    assert share_2xx(window) >= ANSWERED_2XX_GOAL, figures.line()
 
 
-@slow_fault
 async def test_one_node_hung_for_30_seconds(
     cluster: PrivateCluster, make_rig: RigFactory, tmp_path: Path
 ) -> None:
@@ -252,6 +247,7 @@ async def test_one_node_hung_for_30_seconds(
         storing_gap_seconds=progress.longest_gap(began, repaired),
     )
     assert_no_loss(figures)
+    assert share_2xx(window) >= ANSWERED_2XX_GOAL, figures.line()
 
 
 async def test_two_nodes_down_answers_503_never_2xx(

@@ -1,18 +1,20 @@
 """The receiver's tick batcher, against a fake producer: the records of one tick share a batch, each
 request hears of its own record only, a failed batch fails exactly its requests, and consecutive
-ticks go to different partitions."""
+ticks go to different partitions, and a broker that does not acknowledge holds up no other."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, cast
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
 from producers.receiver.batching import KafkaUnavailable, TickBatcher
 
 TOPIC = "raw"
+LEADERS = {0: 1, 1: 2, 2: 3}  # partition: the broker leading it
 
 
 class FakeBuilder:
@@ -55,10 +57,17 @@ class FakeProducer:
 
 
 class Batcher:
-    def __init__(self) -> None:
+    def __init__(self, slow_after: float = 5.0) -> None:
         self.failed: list[object] = []
         self.delivered: list[int] = []
-        self.batcher = TickBatcher(TOPIC, 5.0, self.failed.append, lambda _s, n: self.delivered.append(n))
+        self.batcher = TickBatcher(
+            TOPIC,
+            5.0,
+            self.failed.append,
+            lambda _s, n: self.delivered.append(n),
+            leader_of=lambda _producer, topic, partition: LEADERS[partition],
+            slow_after=slow_after,
+        )
 
 
 def _as_producer(fake: FakeProducer) -> AIOKafkaProducer:
@@ -95,15 +104,18 @@ async def test_a_full_batch_continues_in_another_and_only_the_failed_one_fails_i
     assert b.failed == [fake]  # the producer is given up, so nothing still queued in it is written later
 
 
-async def test_a_failed_first_batch_fails_every_request_of_the_tick_not_yet_acknowledged() -> None:
+async def test_a_batch_acknowledged_after_another_failed_tells_its_requests_so() -> None:
     fake, b = FakeProducer(capacity=1), Batcher()
     waiters = [b.batcher.add(_as_producer(fake), f"r{i}".encode(), []) for i in range(2)]
     await _until_sent(fake, 2)
     fake.sent[0][2].set_exception(KafkaTimeoutError())
-    results = await asyncio.gather(*waiters, return_exceptions=True)
-    # The second batch's fate is unknown when the producer is given up; aiokafka then fails it too
-    # (fail_all), so its request is told 503 and its record is not written afterwards.
-    assert all(isinstance(r, KafkaUnavailable) for r in results)
+    with pytest.raises(KafkaUnavailable):
+        await waiters[0]
+    assert not waiters[1].done()
+    assert b.failed == [fake]  # the producer is given up at once: nothing new goes into it
+    # The second batch was sent already: its record is written, so its request must not hear 503.
+    fake.sent[1][2].set_result(None)
+    assert await waiters[1] is None
 
 
 async def test_records_gather_while_a_batch_is_in_flight_and_leave_together_after_it() -> None:
@@ -132,3 +144,41 @@ async def test_close_waits_for_batches_in_flight() -> None:
     fake.sent[0][2].set_result(None)
     await closing
     assert waiter.done() and waiter.exception() is None
+
+
+async def test_a_batch_its_broker_does_not_acknowledge_holds_up_no_other() -> None:
+    fake, b = FakeProducer(), Batcher(slow_after=0.05)
+    stuck = b.batcher.add(_as_producer(fake), b"a", [])
+    await _until_sent(fake, 1)
+    hung_broker = LEADERS[fake.sent[0][0]]
+    # What gathers meanwhile leaves once the first batch is overdue, and avoids the silent broker's
+    # partition from then on, batch after batch.
+    later = []
+    for i in range(4):
+        later.append(b.batcher.add(_as_producer(fake), f"b{i}".encode(), []))
+        await _until_sent(fake, 2 + i)
+        assert LEADERS[fake.sent[-1][0]] != hung_broker
+        fake.sent[-1][2].set_result(None)
+    await asyncio.gather(*later)
+    assert not stuck.done()  # its fate is the hung broker's: it waits for it, or for the timeout
+    fake.sent[0][2].set_result(None)
+    await stuck
+
+
+async def test_brokers_the_probe_found_silent_are_avoided_unless_all_are() -> None:
+    fake, b = FakeProducer(), Batcher()
+    b.batcher.silent_nodes = frozenset({1, 2})
+    for i in range(3):
+        waiter = b.batcher.add(_as_producer(fake), f"a{i}".encode(), [])
+        await _until_sent(fake, i + 1)
+        fake.sent[-1][2].set_result(None)
+        await waiter
+    assert {partition for partition, _, _ in fake.sent} == {2}  # led by broker 3, the one answering
+    b.batcher.silent_nodes = frozenset(LEADERS.values())
+    for i in range(3):
+        waiter = b.batcher.add(_as_producer(fake), f"b{i}".encode(), [])
+        await _until_sent(fake, 4 + i)
+        fake.sent[-1][2].set_result(None)
+        await waiter
+    # With no broker answering, every partition is tried: the writes then wait out the timeout.
+    assert {partition for partition, _, _ in fake.sent[3:]} == {0, 1, 2}
