@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import structlog
 from aiokafka import AIOKafkaClient, AIOKafkaProducer
+from aiokafka.client import ConnectionGroup
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
@@ -116,8 +117,10 @@ class RecordProducer:
             await self._probe()
 
     async def _probe(self) -> None:
-        """Every broker is asked at once, each on the connection the producer writes on, so a broker that
-        hangs shows here as it shows to the writes. Kafka is up while any broker answers: writes to the
+        """Every broker is asked at once, each on a connection of its own: on the one the producer writes
+        on, the answer would queue behind a write waiting for its acks=all (a broker answers a
+        connection's requests in order), and a healthy broker waiting for a lost follower to leave the
+        in-sync set would look silent. Kafka is up while any broker answers: writes to the
         partitions a silent broker leads move elsewhere (batching.py), and a single broker's failure is
         the cluster's business (it moves the leaderships), not a reason to refuse every request."""
         producer = self._producer
@@ -148,7 +151,8 @@ class RecordProducer:
         the broker's work, do not grow with the cluster's topic count)."""
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                await client.send(node, MetadataRequest([self._settings.raw_topic]))
+                request = MetadataRequest([self._settings.raw_topic])
+                await client.send(node, request, group=ConnectionGroup.COORDINATION)
         except (KafkaError, TimeoutError, OSError):
             return False
         return True
