@@ -69,6 +69,37 @@ def _report(figures: list[str], title: str, requests: list[Request], results: li
     figures.extend(f"    page saw: {r}" for r in results)
 
 
+def _other_vendors(receiver: str, tag: str, now: datetime, keepalive: bool = False) -> list[Any]:
+    """A page's Retail Rocket and Impression API calls: fetch with JSON, and beacons."""
+    token = mint_jwt("shop-a", jwt_secret())
+    impressions = tracking.corpus_body("impression-seed-sample", tag, now)
+    return [
+        tracking.fetch(
+            "retailrocket view, fetch JSON",
+            tracking.retailrocket_url(receiver, "view"),
+            {"Content-Type": "application/json"},
+            tracking.corpus_body("retailrocket-view", tag, now),
+            keepalive=keepalive,
+        ),
+        tracking.beacon(
+            "retailrocket addToBasket, beacon",
+            tracking.retailrocket_url(receiver, "addToBasket"),
+            tracking.corpus_body("retailrocket-addToBasket", tag, now),
+        ),
+        tracking.fetch(
+            "impression imp, fetch JSON with bearer JWT",
+            f"{receiver}/upload/impression",
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            impressions,
+        ),
+        tracking.beacon(
+            "impression click, beacon with ?token=",
+            f"{receiver}/upload/impression?token={token}",
+            tracking.as_click(impressions),
+        ),
+    ]
+
+
 async def _browser_version(browser: Browser) -> str:
     async with connect(browser) as cdp:
         version = await cdp.send("Browser.getVersion")
@@ -83,8 +114,6 @@ async def test_a_shop_page_on_another_origin_reports_through_the_vendors_clients
     assert shop.origin != receiver
     tag = uuid.uuid4().hex[:12]
     now = datetime.now(UTC)
-    token = mint_jwt("shop-a", jwt_secret())
-    impressions = tracking.corpus_body("impression-seed-sample", tag, now)
     shop.plan(
         [
             tracking.topsort_sdk(
@@ -93,29 +122,7 @@ async def test_a_shop_page_on_another_origin_reports_through_the_vendors_clients
             tracking.topsort_sdk(
                 "topsort sdk, wrong key", receiver, BAD_KEY, tracking.readme_event(tag + "x", now)
             ),
-            tracking.fetch(
-                "retailrocket view, fetch JSON",
-                tracking.retailrocket_url(receiver, "view"),
-                {"Content-Type": "application/json"},
-                tracking.corpus_body("retailrocket-view", tag, now),
-                keepalive=True,
-            ),
-            tracking.beacon(
-                "retailrocket addToBasket, beacon",
-                tracking.retailrocket_url(receiver, "addToBasket"),
-                tracking.corpus_body("retailrocket-addToBasket", tag, now),
-            ),
-            tracking.fetch(
-                "impression imp, fetch JSON with bearer JWT",
-                f"{receiver}/upload/impression",
-                {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-                impressions,
-            ),
-            tracking.beacon(
-                "impression click, beacon with ?token=",
-                f"{receiver}/upload/impression?token={token}",
-                tracking.as_click(impressions),
-            ),
+            *_other_vendors(receiver, tag, now, keepalive=True),
         ]
     )
     expected = sorted(
@@ -180,35 +187,12 @@ async def test_a_page_on_an_origin_its_tenant_does_not_allow_is_refused_and_noth
     receiver = _receiver(pipeline)
     tag = uuid.uuid4().hex[:12]
     now = datetime.now(UTC)
-    token = mint_jwt("shop-a", jwt_secret())
-    impressions = tracking.corpus_body("impression-seed-sample", tag, now)
     elsewhere.plan(
         [
             tracking.topsort_sdk(
                 "topsort sdk reportEvent", receiver, API_KEY, tracking.readme_event(tag, now)
             ),
-            tracking.fetch(
-                "retailrocket view, fetch JSON",
-                tracking.retailrocket_url(receiver, "view"),
-                {"Content-Type": "application/json"},
-                tracking.corpus_body("retailrocket-view", tag, now),
-            ),
-            tracking.beacon(
-                "retailrocket addToBasket, beacon",
-                tracking.retailrocket_url(receiver, "addToBasket"),
-                tracking.corpus_body("retailrocket-addToBasket", tag, now),
-            ),
-            tracking.fetch(
-                "impression imp, fetch JSON with bearer JWT",
-                f"{receiver}/upload/impression",
-                {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-                impressions,
-            ),
-            tracking.beacon(
-                "impression click, beacon with ?token=",
-                f"{receiver}/upload/impression?token={token}",
-                tracking.as_click(impressions),
-            ),
+            *_other_vendors(receiver, tag, now),
         ]
     )
     before = await record_count(pipeline.settings.kafka_bootstrap, pipeline.settings.raw_topic)
