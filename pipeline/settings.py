@@ -65,9 +65,11 @@ class Settings:
     )
     produce_timeout_seconds: float = _setting(5.0, "Kafka must acknowledge within this, else 503")
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight requests may finish")
-    # Each request awaits its record's acknowledgement, so the linger is added to every request's
-    # latency. Why 1 ms, measured: docs/PERFORMANCE.md, "Where the defaults come from".
-    producer_linger_ms: int = _setting(1, "producer batching delay")
+    # The receiver closes its batches itself (one per partition per loop tick, or gathered while a
+    # batch is in flight: producers/receiver/batching.py), so the linger delays none of them; it is
+    # left for aiokafka's own send() path, and at 1 ms because every request awaits its record's
+    # acknowledgement (docs/PERFORMANCE.md, "Where the defaults come from").
+    producer_linger_ms: int = _setting(1, "producer batching delay (aiokafka's send path)")
     producer_compression: str = _setting("lz4", "none, gzip, snappy, lz4 or zstd")
     batch_max_records: int = _setting(2000, "consumer batch bound: Kafka records")
     batch_max_bytes: int = _setting(
