@@ -55,6 +55,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         "outage 2xx %",
         "recovery s",
         "storing gap s",
+        "max wait s",
     )
     rows = [
         (
@@ -70,6 +71,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "-" if f.answered_2xx is None else f"{100 * f.answered_2xx:.1f}",
             "-" if f.recovery_seconds is None else f"{f.recovery_seconds:.1f}",
             "-" if f.storing_gap_seconds is None else f"{f.storing_gap_seconds:.1f}",
+            "-" if f.longest_wait_seconds is None else f"{f.longest_wait_seconds:.1f}",
         )
         for f in figures
     ]

@@ -130,6 +130,7 @@ class Figures:
     answered_2xx: float | None = None  # share of the outage's replies that were 2xx
     recovery_seconds: float | None = None  # from the repair (restart, SIGCONT) to full replication
     storing_gap_seconds: float | None = None  # longest time without a new row while the fault lasted
+    longest_wait_seconds: float | None = None  # the longest any stored event waited for its row
 
     def line(self) -> str:
         outage = "" if self.outage is None else f" outage_replies={dict(sorted(self.outage.items()))}"
@@ -139,6 +140,8 @@ class Figures:
             outage += f" recovery={self.recovery_seconds:.1f}s"
         if self.storing_gap_seconds is not None:
             outage += f" longest_storing_gap={self.storing_gap_seconds:.1f}s"
+        if self.longest_wait_seconds is not None:
+            outage += f" longest_request_to_row={self.longest_wait_seconds:.1f}s"
         return (
             f"ledger[{self.fault}]: sent={self.sent} acknowledged={self.acknowledged} "
             f"refused={self.refused} unsent={self.unsent} ambiguous={self.ambiguous} stored={self.stored} "

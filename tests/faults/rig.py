@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -136,6 +137,7 @@ class Rig:
         answered_2xx: float | None = None,
         recovery_seconds: float | None = None,
         storing_gap_seconds: float | None = None,
+        longest_wait: bool = False,
     ) -> Figures:
         """Once the sender has stopped: wait until the group has committed every record of the topic
         (commits follow the writes, so all is stored) and every consumer is ready, then compare.
@@ -162,10 +164,17 @@ class Rig:
             answered_2xx=answered_2xx,
             recovery_seconds=recovery_seconds,
             storing_gap_seconds=storing_gap_seconds,
+            longest_wait_seconds=await self.longest_wait() if longest_wait else None,
         )
         print("\n" + figures.line())
         self.report(figures)
         return figures
+
+    async def longest_wait(self) -> float:
+        """The longest any stored event waited from its request to its row (stored_at - received_at):
+        a partition whose consumer stalls shows here even while the others keep storing."""
+        rows = await query(self.settings.sink, "SELECT received_at, stored_at FROM events")
+        return max((_instant(stored) - _instant(received) for received, stored in rows), default=0.0)
 
     async def stored_ids(self) -> dict[str, int]:
         """Rows per event id in the sink, read independently of the consumers."""
@@ -206,6 +215,11 @@ class Rig:
         for process in self.started:
             if process.running:
                 await process.kill()
+
+
+def _instant(value: str | datetime) -> float:
+    """A row's time as the sinks give it back: PostgreSQL a datetime, SQLite ISO 8601 text."""
+    return (value if isinstance(value, datetime) else datetime.fromisoformat(value)).timestamp()
 
 
 def assert_no_loss(figures: Figures) -> None:

@@ -172,6 +172,7 @@ async def judge_one_node_lost(
         answered_2xx=share_2xx(window),
         recovery_seconds=recovery_seconds,
         storing_gap_seconds=progress.longest_gap(*stored_between),
+        longest_wait=True,
     )
     assert_no_loss(figures)
     if not writes_may_time_out:
