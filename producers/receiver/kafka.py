@@ -17,6 +17,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from pipeline.backoff import Backoff, BackoffPolicy
 from pipeline.kafka_diagnose import connection_problem
+from pipeline.kafka_lz4 import use_fast_lz4
 from pipeline.kafka_security import kafka_client_options
 from pipeline.metrics import Metrics
 from pipeline.record import RecordMeta
@@ -56,6 +57,8 @@ class RecordProducer:
 
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
+        if s.producer_compression == "lz4":
+            use_fast_lz4()  # aiokafka's LZ4 HC costs more per small batch than the request around it
         return AIOKafkaProducer(
             **kafka_client_options(s),
             enable_idempotence=True,

@@ -34,6 +34,7 @@ from producers.receiver import pidfile
 from producers.receiver.app import STATE, create_app
 from producers.receiver.body import SERVER_OPTIONS
 from producers.receiver.buckets import RateLimiter, SharedBuckets
+from producers.receiver.direct_routes import route_directly
 from producers.receiver.metrics_view import MetricsView
 from producers.receiver.reloading import (
     Coordinator,
@@ -96,6 +97,8 @@ async def serve(
         **SERVER_OPTIONS,
     )
     await runner.setup()
+    assert runner.server is not None  # set up
+    route_directly(runner.server, app)
     site = web.TCPSite(
         runner,
         settings.http_host,

@@ -15,6 +15,7 @@ from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 from producers.receiver.app import STATE, create_app
 from producers.receiver.body import SERVER_OPTIONS
+from producers.receiver.direct_routes import route_directly
 from tests.corpus import CORPUS, JWT_SECRET_ENV, jwt_secret
 from tests.kafka_util import create_topics, unique_settings
 from tests.waiting import wait_for
@@ -37,8 +38,11 @@ async def serve(
     aiohttp_client: Callable[..., Awaitable[Client]],
 ) -> Client:
     """A client of the app served as `eventpipe receiver` serves it (SERVER_OPTIONS; aiohttp_client's
-    own server_kwargs never reach the server)."""
-    return await aiohttp_client(await aiohttp_server(app, **SERVER_OPTIONS))
+    own server_kwargs never reach the server), its vendor routes taken directly as there."""
+    server = await aiohttp_server(app, **SERVER_OPTIONS)
+    assert server.runner is not None and server.runner.server is not None
+    route_directly(server.runner.server, app)
+    return await aiohttp_client(server)
 
 
 @pytest.fixture
