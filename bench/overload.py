@@ -269,6 +269,8 @@ def run_mode(
                 # (bucket bounds: the p99 lies at or below this).
                 "kafka_ack_p99_le_s": bucket_quantile(buckets(first, produce), buckets(last, produce), 0.99),
                 "rss_baseline_mib": round(peak.baseline / 2**20, 1),
+                # The machine's 1-minute load average at the end of the run (other work shares it).
+                "load_1m": round(os.getloadavg()[0], 1),
                 "rss_peak_mib": round(rss / 2**20, 1),
                 "records_written": records,
                 "nothing_lost": records >= row["accepted"],
@@ -371,9 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         for s in wanted
     ]
     rows: list[dict[str, Any]] = []
-    for mode in args.modes.split(","):
-        env = {"before": env_before, "off": env_off, "after": env_after}[mode]
-        rows += run_mode(mode, env, bodies, args, args.kafka, settings.raw_topic, workdir)
+    # Body by body, the receivers one after the other: on a shared machine, each pair sees the same load.
+    for body in bodies:
+        for mode in args.modes.split(","):
+            env = {"before": env_before, "off": env_off, "after": env_after}[mode]
+            rows += run_mode(mode, env, [body], args, args.kafka, settings.raw_topic, workdir)
     result = {
         "when": stamp,
         "workers": args.workers,
@@ -398,9 +402,9 @@ def table(result: dict[str, Any]) -> str:
         f"{result['workers']} workers, {result['factor']:g}x capacity, {result['connections']} connections, "
         f"{result['seconds']:g} s per run; after: {result['after_settings']}",
         "",
-        "| body | receiver | offered req/s | accepted | refused (503) | errors | accepted p99 | peak RSS | "
-        "records ≥ 2xx |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| body | receiver | offered req/s | accepted | refused (503) | errors | accepted p99 | Kafka ack p99 "
+        "| peak RSS | records ≥ 2xx | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r["refusals_by_reason"].items()))
@@ -408,8 +412,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['body']} | {MODES[r['mode']]} | {r['offered_rps']:,.0f} "
             f"(sent {r['sent_rps']:,.0f}) | {r['accepted']:,} | {r['refused_503']:,} ({reasons or '—'}) | "
-            f"{r['errors']:,} | {p99} | {r['rss_peak_mib']:,.0f} MiB | "
-            f"{'yes' if r['nothing_lost'] else 'NO'} ({r['records_written']:,}) |"
+            f"{r['errors']:,} | {p99} | ≤ {r['kafka_ack_p99_le_s']} s | {r['rss_peak_mib']:,.0f} MiB | "
+            f"{'yes' if r['nothing_lost'] else 'NO'} ({r['records_written']:,}) | {r['load_1m']} |"
         )
     return "\n".join(lines)
 
