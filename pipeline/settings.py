@@ -24,7 +24,7 @@ PREFIX = "EVENTPIPE_"
 DEFAULT_RATE_LIMITS: Mapping[str, float] = {"retailrocket": 50.0}
 
 # Admission's default per receiver worker (docs/SCALING.md, "Overload").
-MAX_IN_FLIGHT_BYTES = 8 * 1024 * 1024
+MAX_IN_FLIGHT_BYTES = 2 * 1024 * 1024
 
 
 def _setting(default: Any, help: str) -> Any:

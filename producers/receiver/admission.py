@@ -80,6 +80,7 @@ class Gate:
         self._gauge = gauge
         self._written = 0
         self._scheduled = False
+        gauge.set(0)  # the series exists from the start (under --workers: the worker's file)
 
     def reserve(self, content_length: int | None, headers: Mapping[str, str]) -> int | None:
         """The bytes reserved for the request, or None when it must be refused."""
