@@ -57,7 +57,7 @@ class ReceiverState:
     keys: auth.KeyVerifier
     # The metric updates of the requests, written to prometheus-client once per loop tick (tally.py).
     tally: Tally
-    # Admission: request bytes and requests in flight in this worker (admission.py).
+    # Admission: the request body bytes reserved by this worker's requests in flight (admission.py).
     gate: admission.Gate
     draining: bool = False
 
