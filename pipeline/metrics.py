@@ -62,8 +62,16 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        # Receiver: refused requests by reason (auth, origin, schema, too_large, rate_limited, unavailable, ...);
-        # tenant if allowed ("unknown" before authentication).
+        # Receiver: request body bytes reserved by the requests in flight (admission.py), summed over
+        # the workers; each worker's own is bounded by EVENTPIPE_MAX_IN_FLIGHT_BYTES.
+        self.in_flight_bytes = Gauge(
+            "eventpipe_receiver_in_flight_bytes",
+            "Request body bytes reserved by in-flight requests",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        # Receiver: refused requests by reason (auth, origin, schema, too_large, rate_limited, unavailable,
+        # overloaded: refused unread by admission, ...); tenant if allowed ("unknown" before authentication).
         self.rejections = Counter(
             "eventpipe_receiver_rejections",
             "Requests refused",

@@ -23,6 +23,9 @@ PREFIX = "EVENTPIPE_"
 # 10,000,000 per minute per token, beyond what a receiver takes); the Impression API names none.
 DEFAULT_RATE_LIMITS: Mapping[str, float] = {"retailrocket": 50.0}
 
+# Admission's default per receiver worker (docs/SCALING.md, "Overload").
+MAX_IN_FLIGHT_BYTES = 2 * 1024 * 1024
+
 
 def _setting(default: Any, help: str) -> Any:
     if isinstance(default, dict):
@@ -64,6 +67,14 @@ class Settings:
         75.0, "a connection with no request in progress (idle keep-alive, headers never finished) closes"
     )
     produce_timeout_seconds: float = _setting(5.0, "Kafka must acknowledge within this, else 503")
+    # Admission (producers/receiver/admission.py): over the bound a request is refused with the vendor's
+    # 503 and Retry-After before its body is read. Why this default, and why there is no bound on the
+    # number of requests, measured: docs/SCALING.md, "Overload".
+    max_in_flight_bytes: int = _setting(
+        MAX_IN_FLIGHT_BYTES,
+        "request body bytes one receiver worker holds at once, reserved from Content-Length before the "
+        "body is read (chunked or compressed: the body limit); 0 = unlimited",
+    )
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight requests may finish")
     # The receiver closes its batches itself (one per partition per loop tick, or gathered while a
     # batch is in flight: producers/receiver/batching.py), so the linger delays none of them; it is
@@ -170,6 +181,8 @@ def _coerce(name: str, hint: Any, value: Any, environ: Mapping[str, str]) -> Any
 def _check(s: Settings) -> None:
     if s.http_idle_timeout_seconds <= 0 or s.request_read_timeout_seconds <= 0:
         raise ConfigError("http_idle_timeout_seconds and request_read_timeout_seconds must be > 0")
+    if s.max_in_flight_bytes != 0 and s.max_in_flight_bytes < s.max_body_bytes:
+        raise ConfigError("max_in_flight_bytes must be 0 (unlimited) or at least max_body_bytes")
     if s.window_hours <= 0 or s.future_skew_seconds < 0:
         raise ConfigError("window_hours must be > 0 and future_skew_seconds >= 0")
     if s.topic_retention_hours < s.window_hours:

@@ -21,7 +21,7 @@ from pipeline.rate_limits import PER_SITE_SOURCE, LimitTable
 from pipeline.record import RecordMeta
 from pipeline.settings import Settings
 from pipeline.tenants import Tenant, TenantDirectory
-from producers.receiver import auth, cors
+from producers.receiver import admission, auth, cors
 from producers.receiver.body import check_content_type, read_body
 from producers.receiver.buckets import RateLimiter
 from producers.receiver.kafka import KafkaUnavailable, RecordProducer
@@ -57,6 +57,8 @@ class ReceiverState:
     keys: auth.KeyVerifier
     # The metric updates of the requests, written to prometheus-client once per loop tick (tally.py).
     tally: Tally
+    # Admission: the request body bytes reserved by this worker's requests in flight (admission.py).
+    gate: admission.Gate
     draining: bool = False
 
     def use_tenants(self, tenants: TenantDirectory) -> None:
@@ -95,6 +97,10 @@ def create_app(
         jwt=auth.JwtVerifier(tenants),
         keys=auth.KeyVerifier(tenants),
         tally=tally,
+        gate=admission.Gate(
+            admission.Bounds(settings.max_in_flight_bytes, settings.max_body_bytes),
+            metrics.in_flight_bytes,
+        ),
     )
     app[STATE] = state
     formats = all_formats()
@@ -163,8 +169,20 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
     source = fmt.source
     authenticate = AUTHENTICATORS[source]
     browser = cors.browser_facing(source)
+    overloaded = fmt.error(admission.overloaded(RETRY_AFTER_SECONDS))
 
     async def handle(request: web.Request) -> web.Response:
+        # Admission first: over this worker's bound the request is refused before its body is read.
+        gate = request.app[STATE].gate
+        reserved = gate.reserve(request.content_length, request.headers)
+        if reserved is None:
+            return _overloaded(request, source, route, overloaded, browser)
+        try:
+            return await admitted(request)
+        finally:
+            gate.release(reserved)
+
+    async def admitted(request: web.Request) -> web.Response:
         state = request.app[STATE]
         settings = state.settings
         metrics = state.metrics
@@ -239,6 +257,27 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
             tally.observe(metrics.request_latency, (source,), time.perf_counter() - started)
 
     return handle
+
+
+def _overloaded(request: web.Request, source: str, route: Route, reply: Reply, browser: bool) -> web.Response:
+    """A request refused by admission, its body unread: if it has not all arrived, the connection closes
+    after the reply (admission.ClosingResponse). Not logged: under overload a line per refusal would
+    cost more than the refusal; the rejections metric counts it."""
+    state = request.app[STATE]
+    metrics, tally = state.metrics, state.tally
+    tally.inc(metrics.rejections, (source, admission.OVERLOADED_REASON, *metrics.tenant(None)))
+    tally.inc(metrics.requests, (source, route.name, str(reply.status)))
+    extra = cors.reply_headers(request.headers.get("Origin"), None) if browser else None
+    if request.content.is_eof():
+        return _response(reply, _request_id(request), extra)
+    headers = {**reply.headers, **(extra or {}), "X-Request-Id": _request_id(request)}
+    return admission.ClosingResponse(
+        request.protocol,
+        status=reply.status,
+        body=reply.body,
+        content_type=reply.content_type,
+        headers=headers,
+    )
 
 
 def _unknown_method(rr: VendorFormat) -> Callable[[web.Request], Any]:

@@ -1,0 +1,132 @@
+"""`eventpipe receiver --workers 2` with a bound of one body in flight per worker, against the real
+broker: of requests that arrive together and hold their bodies back, each worker admits one and refuses
+the rest at once with the vendor's 503; every admitted one is written to Kafka, and the workers' metrics
+count the refusals and come back to no bytes in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pipeline.tenants import key_digest
+from tests.corpus import API_KEY, load_cases
+from tests.kafka_util import create_topics, record_count, unique_settings
+from tests.ports import free_port
+from tests.receiver.http_raw import head, padded, reply
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.kafka
+
+CLICK = next(c for c in load_cases() if c.id == "topsort-spec-click")
+LIMIT = 64 * 1024
+SIZE = 60_000
+CONNECTIONS = 8
+
+
+def _sum(metrics: str, pattern: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{pattern} (\S+)$", metrics, re.M))
+
+
+async def test_each_worker_admits_its_bound_and_refuses_the_rest_unread(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    await create_topics(settings)
+    tenants_file = tmp_path / "tenants.toml"
+    tenants_file.write_text(f'[[tenants]]\nid = "shop-a"\napi_keys = ["{key_digest(API_KEY)}"]\n')
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "EVENTPIPE_RAW_TOPIC": settings.raw_topic,
+        "EVENTPIPE_DLQ_TOPIC": settings.dlq_topic,
+        "EVENTPIPE_TENANTS": str(tenants_file),
+        "EVENTPIPE_HTTP_PORT": str(port),
+        "EVENTPIPE_DATA_DIR": str(tmp_path),
+        "EVENTPIPE_LOG_FORMAT": "json",
+        "EVENTPIPE_MAX_BODY_BYTES": str(LIMIT),
+        "EVENTPIPE_MAX_IN_FLIGHT_BYTES": str(LIMIT),
+        "EVENTPIPE_RATE_LIMITS": "topsort=0",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    out = tmp_path / "receiver.out"
+    with out.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "eventpipe", "receiver", "--workers", "2"),
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    writers: list[asyncio.StreamWriter] = []
+    try:
+
+        def both_workers_up() -> bool:
+            assert proc.returncode is None, out.read_text()
+            text = out.read_text()
+            return text.count('"receiver_listening"') == 2 and text.count('"kafka_connected"') == 2
+
+        await wait_for(both_workers_up, 90, out.read_text)
+        body = padded(CLICK, SIZE)
+        conns = []
+        for _ in range(CONNECTIONS):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writers.append(writer)
+            writer.write(head(CLICK, SIZE) + body[:1000])  # the rest of each body is held back
+            await writer.drain()
+            conns.append((reader, writer))
+        # The refused answer at once; the admitted wait for their bodies.
+        replies = [asyncio.create_task(reply(reader)) for reader, _ in conns]
+        await asyncio.wait(replies, timeout=3)
+        refused = [t.result() for t in replies if t.done()]
+        admitted = [(conns[i], t) for i, t in enumerate(replies) if not t.done()]
+        assert 1 <= len(admitted) <= 2, out.read_text()  # one per worker at most
+        assert len(refused) == CONNECTIONS - len(admitted)
+        for status, headers, raw in refused:
+            assert status == 503
+            assert headers["retry-after"] == "1"
+            assert json.loads(raw)["errCode"] == "service_unavailable"
+        for (_, writer), task in admitted:
+            writer.write(body[1000:])
+            await writer.drain()
+            status, _, _ = await asyncio.wait_for(task, 20)
+            assert status == 204
+        assert await record_count(kafka_bootstrap, settings.raw_topic) == len(admitted)
+
+        async def scrape() -> str:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+            ):
+                return await resp.text()
+
+        metrics = await scrape()
+        overloaded = r'eventpipe_receiver_rejections_total\{reason="overloaded",source="topsort"\}'
+        assert _sum(metrics, overloaded) == len(refused)
+        for writer in writers:
+            writer.close()
+
+        async def no_bytes_in_flight() -> bool:
+            return _sum(await scrape(), "eventpipe_receiver_in_flight_bytes") == 0
+
+        for _ in range(50):  # each worker writes its gauge in the tick after its last request ends
+            if await no_bytes_in_flight():
+                break
+            await asyncio.sleep(0.1)
+        assert await no_bytes_in_flight()
+    finally:
+        for writer in writers:
+            writer.close()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 60)
+    assert code == 0, out.read_text()
