@@ -12,7 +12,6 @@ a few per cent at most. `--annotate N` prints the N functions with the most incl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import re
@@ -23,15 +22,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from bench import procs, wrk
-from bench.payloads import Scenario, by_name, scenarios, write_tenants
+from bench.payloads import Scenario, by_name, scenarios
 from bench.services import free_port
-from pipeline import topics
-from pipeline.settings import Settings
 
 # "totals:" is right in every dump; "summary:" wraps around after the first one.
 _TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
@@ -118,21 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     chosen = [by_name(scenarios())[n] for n in a.scenarios.split(",")]
     parts = set(a.only.split(","))
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        kafka_bootstrap=a.kafka, raw_topic=f"bench.cg.{tag}.raw", dlq_topic=f"bench.cg.{tag}.dlq"
+    _, env = procs.receiver_topics_env(
+        a.kafka, workdir, "bench.cg", **dict(item.split("=", 1) for item in a.set)
     )
-    asyncio.run(topics.ensure(settings))
     mp_dir = tempfile.mkdtemp(prefix="eventpipe-cg-metrics-")
-    env = procs.pipeline_env(
-        os.environ,
-        kafka_bootstrap=a.kafka,
-        raw_topic=settings.raw_topic,
-        dlq_topic=settings.dlq_topic,
-        tenants=str(write_tenants(workdir / "tenants.toml")),
-        rate_limits="retailrocket=0,dfinery=0,topsort=0,impression=0",
-        **dict(item.split("=", 1) for item in a.set),
-    )
     # The multiprocess value store of `--workers N` (mmap writes per metric update), in one process.
     env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
     results: dict[str, dict[str, dict[str, float]]] = {}

@@ -12,7 +12,6 @@ paced at `factor` times it (wrk, many connections, a fixed schedule per connecti
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -21,7 +20,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,10 +30,8 @@ from typing import Any
 import psutil
 
 from bench import procs, profile, wrk
-from bench.payloads import Scenario, by_name, scenarios, write_tenants
+from bench.payloads import Scenario, by_name, scenarios
 from bench.receiver_figures import records_in
-from pipeline import topics
-from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "overload"
@@ -338,20 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(wrk.INSTALL_HINT)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     workdir = Path(tempfile.mkdtemp(prefix="eventpipe-overload-"))
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        kafka_bootstrap=args.kafka, raw_topic=f"bench.{tag}.raw", dlq_topic=f"bench.{tag}.dlq"
-    )
-    asyncio.run(topics.ensure(settings))
-    base = procs.pipeline_env(
-        os.environ,
-        kafka_bootstrap=args.kafka,
-        raw_topic=settings.raw_topic,
-        dlq_topic=settings.dlq_topic,
-        tenants=str(write_tenants(workdir / "tenants.toml")),
-        rate_limits="retailrocket=0,dfinery=0,topsort=0,impression=0",
-        data_dir=str(workdir),
-    )
+    settings, base = procs.receiver_topics_env(args.kafka, workdir, "bench", data_dir=str(workdir))
     after_settings = dict(item.split("=", 1) for item in args.set)
     env_after = {**base, **{f"EVENTPIPE_{k.upper()}": v for k, v in after_settings.items()}}
     env_off = {**base, **{f"EVENTPIPE_{k.upper()}": v for k, v in OFF.items()}}

@@ -11,22 +11,18 @@ sent as a browser sends them (with Origin), and once without, for what the CORS 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import os
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from bench import procs, services, wrk
 from bench.cpu import CpuMeter
-from bench.payloads import API_KEY, PARTNER_ID, Scenario, by_name, scenarios, write_tenants
+from bench.payloads import API_KEY, PARTNER_ID, Scenario, by_name, scenarios
 from bench.receiver_figures import records_in
-from pipeline import topics
-from pipeline.settings import Settings
 
 RESULTS = Path(__file__).with_name("results")
 ORIGIN = "https://shop.example"
@@ -146,19 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="eventpipe-bench-preflight-") as tmp:
         workdir = Path(tmp)
         with services.kafka(args.kafka, workdir) as broker:
-            tag = uuid.uuid4().hex[:8]
-            settings = Settings(
-                kafka_bootstrap=broker.bootstrap, raw_topic=f"bench.{tag}.raw", dlq_topic=f"bench.{tag}.dlq"
-            )
-            asyncio.run(topics.ensure(settings))
-            env = procs.pipeline_env(
-                os.environ,
-                kafka_bootstrap=broker.bootstrap,
-                raw_topic=settings.raw_topic,
-                dlq_topic=settings.dlq_topic,
-                tenants=str(write_tenants(workdir / "tenants.toml")),
-                rate_limits="retailrocket=0,dfinery=0,topsort=0,impression=0",
-            )
+            settings, env = procs.receiver_topics_env(broker.bootstrap, workdir, "bench")
             rounds: list[list[dict[str, Any]]] = []
             # The machine's load says how far to trust the figures (others' work inflates CPU per request).
             load_before = os.getloadavg()[0]

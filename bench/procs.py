@@ -3,6 +3,7 @@ they run in production: separate OS processes from the CLI, logs to the run's wo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -10,10 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from bench.payloads import write_tenants
 from bench.services import free_port
+from pipeline import topics
+from pipeline.settings import Settings
 
 
 def _get(url: str) -> int:
@@ -63,6 +68,31 @@ def stop(procs: list[subprocess.Popen[bytes]], seconds: float = 30.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+NO_RATE_LIMITS = "retailrocket=0,dfinery=0,topsort=0,impression=0"
+
+
+def receiver_topics_env(
+    bootstrap: str, workdir: Path, prefix: str, **extra: str
+) -> tuple[Settings, dict[str, str]]:
+    """Fresh topics `<prefix>.<tag>.raw/.dlq` on the broker, and the environment of a receiver writing
+    to them: the bench's tenants (written into `workdir`), no rate limits, `extra` settings on top."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap=bootstrap, raw_topic=f"{prefix}.{tag}.raw", dlq_topic=f"{prefix}.{tag}.dlq"
+    )
+    asyncio.run(topics.ensure(settings))
+    env = pipeline_env(
+        os.environ,
+        kafka_bootstrap=bootstrap,
+        raw_topic=settings.raw_topic,
+        dlq_topic=settings.dlq_topic,
+        tenants=str(write_tenants(workdir / "tenants.toml")),
+        rate_limits=NO_RATE_LIMITS,
+        **extra,
+    )
+    return settings, env
 
 
 def pipeline_env(base: Mapping[str, str], **settings: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from pipeline.settings import PREFIX, Settings
 from tests.corpus import CORPUS, JWT_SECRET_ENV, Case, jwt_secret
 from tests.kafka_util import create_topics
 from tests.ports import free_port
-from tests.waiting import wait_until
+from tests.waiting import wait_for, wait_until
 
 STOP_SECONDS = 30.0
 
@@ -49,6 +49,45 @@ def environment(settings: Settings) -> dict[str, str]:
             text = str(value)
         env[PREFIX + f.name.upper()] = text
     return env
+
+
+def receiver_environment(
+    settings: Settings, tenants: Path, port: int, data_dir: Path, metrics_dir: Path
+) -> dict[str, str]:
+    """What `eventpipe receiver --workers N` is started with in the integration tests: the run's topics,
+    its tenants file and port, JSON logs, the workers' shared metrics directory."""
+    return {
+        "EVENTPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "EVENTPIPE_RAW_TOPIC": settings.raw_topic,
+        "EVENTPIPE_DLQ_TOPIC": settings.dlq_topic,
+        "EVENTPIPE_TENANTS": str(tenants),
+        "EVENTPIPE_HTTP_PORT": str(port),
+        "EVENTPIPE_DATA_DIR": str(data_dir),
+        "EVENTPIPE_LOG_FORMAT": "json",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+
+
+async def spawn_receiver(workers: int, env: Mapping[str, str], output: Path) -> asyncio.subprocess.Process:
+    """`eventpipe receiver --workers N` as an operator starts it; both its streams go to `output`."""
+    with output.open("wb") as sink:
+        return await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "eventpipe", "receiver", "--workers", str(workers)),
+            env={**os.environ, **env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def workers_up(proc: asyncio.subprocess.Process, output: Path, workers: int) -> None:
+    """Until every worker of a spawn_receiver listens and has its Kafka producer."""
+
+    def up() -> bool:
+        assert proc.returncode is None, output.read_text()
+        text = output.read_text()
+        return text.count('"receiver_listening"') == workers and text.count('"kafka_connected"') >= workers
+
+    await wait_for(up, 90, output.read_text)
 
 
 @dataclass

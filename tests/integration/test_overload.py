@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -21,8 +18,8 @@ from pipeline.tenants import key_digest
 from tests.corpus import API_KEY, load_cases
 from tests.kafka_util import create_topics, record_count, unique_settings
 from tests.ports import free_port
+from tests.processes import receiver_environment, spawn_receiver, workers_up
 from tests.receiver.http_raw import head, padded, reply
-from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -47,36 +44,16 @@ async def test_each_worker_admits_its_bound_and_refuses_the_rest_unread(
     metrics_dir.mkdir()
     port = free_port()
     env = {
-        **os.environ,
-        "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "EVENTPIPE_RAW_TOPIC": settings.raw_topic,
-        "EVENTPIPE_DLQ_TOPIC": settings.dlq_topic,
-        "EVENTPIPE_TENANTS": str(tenants_file),
-        "EVENTPIPE_HTTP_PORT": str(port),
-        "EVENTPIPE_DATA_DIR": str(tmp_path),
-        "EVENTPIPE_LOG_FORMAT": "json",
+        **receiver_environment(settings, tenants_file, port, tmp_path, metrics_dir),
         "EVENTPIPE_MAX_BODY_BYTES": str(LIMIT),
         "EVENTPIPE_MAX_IN_FLIGHT_BYTES": str(LIMIT),
         "EVENTPIPE_RATE_LIMITS": "topsort=0",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     out = tmp_path / "receiver.out"
-    with out.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "eventpipe", "receiver", "--workers", "2"),
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    proc = await spawn_receiver(2, env, out)
     writers: list[asyncio.StreamWriter] = []
     try:
-
-        def both_workers_up() -> bool:
-            assert proc.returncode is None, out.read_text()
-            text = out.read_text()
-            return text.count('"receiver_listening"') == 2 and text.count('"kafka_connected"') == 2
-
-        await wait_for(both_workers_up, 90, out.read_text)
+        await workers_up(proc, out, 2)
         body = padded(CLICK, SIZE)
         conns = []
         for _ in range(CONNECTIONS):

@@ -5,10 +5,7 @@ connections."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +16,7 @@ from pipeline.tenants import key_digest
 from tests.corpus import API_KEY, load_cases
 from tests.kafka_util import create_topics, record_count, unique_settings
 from tests.ports import free_port
-from tests.waiting import wait_for
+from tests.processes import receiver_environment, spawn_receiver, workers_up
 
 pytestmark = pytest.mark.kafka
 
@@ -52,33 +49,13 @@ async def test_workers_share_the_tenants_rate_limit(kafka_bootstrap: str, tmp_pa
     run_tmp.mkdir()
     port = free_port()
     env = {
-        **os.environ,
-        "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "EVENTPIPE_RAW_TOPIC": settings.raw_topic,
-        "EVENTPIPE_DLQ_TOPIC": settings.dlq_topic,
-        "EVENTPIPE_TENANTS": str(tenants_file),
-        "EVENTPIPE_HTTP_PORT": str(port),
-        "EVENTPIPE_DATA_DIR": str(tmp_path),
-        "EVENTPIPE_LOG_FORMAT": "json",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        **receiver_environment(settings, tenants_file, port, tmp_path, metrics_dir),
         "TMPDIR": str(run_tmp),
     }
     out = tmp_path / "receiver.out"
-    with out.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "eventpipe", "receiver", "--workers", "2"),
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    proc = await spawn_receiver(2, env, out)
     try:
-
-        def both_workers_up() -> bool:
-            assert proc.returncode is None, out.read_text()
-            text = out.read_text()
-            return text.count('"receiver_listening"') == 2 and text.count('"kafka_connected"') == 2
-
-        await wait_for(both_workers_up, 90, out.read_text)
+        await workers_up(proc, out, 2)
         base = f"http://127.0.0.1:{port}"
         statuses: list[int] = []
         # A new connection per request, so SO_REUSEPORT spreads them over both workers.

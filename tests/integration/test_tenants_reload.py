@@ -9,8 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -30,6 +28,7 @@ from tests.corpus import OTHER_PARTNER_ID, PARTNER_ID, sample_per_vendor
 from tests.integration.test_receiver_workers import _requests_by_worker
 from tests.kafka_util import create_topics, unique_settings
 from tests.ports import free_port
+from tests.processes import receiver_environment, spawn_receiver
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -81,24 +80,9 @@ async def running_receiver(
     port = free_port()
     # What the reload command needs to find this receiver: its data directory and port.
     cli_env = {"EVENTPIPE_DATA_DIR": str(tmp_path), "EVENTPIPE_HTTP_PORT": str(port)}
-    env = {
-        **os.environ,
-        **cli_env,
-        "EVENTPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "EVENTPIPE_RAW_TOPIC": settings.raw_topic,
-        "EVENTPIPE_DLQ_TOPIC": settings.dlq_topic,
-        "EVENTPIPE_TENANTS": str(tenants),
-        "EVENTPIPE_LOG_FORMAT": "json",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
+    env = receiver_environment(settings, tenants, port, tmp_path, metrics_dir)
     output = tmp_path / "receiver.out"
-    with output.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "eventpipe", "receiver", "--workers", str(workers)),
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    proc = await spawn_receiver(workers, env, output)
     record = pidfile.path_for(tmp_path, port)
     receiver = Receiver(proc, output, f"http://127.0.0.1:{port}", cli_env, record, metrics_dir)
     try:
