@@ -77,7 +77,8 @@ def receiver_topics_env(
     bootstrap: str, workdir: Path, prefix: str, **extra: str
 ) -> tuple[Settings, dict[str, str]]:
     """Fresh topics `<prefix>.<tag>.raw/.dlq` on the broker, and the environment of a receiver writing
-    to them: the bench's tenants (written into `workdir`), no rate limits, `extra` settings on top."""
+    to them: the bench's tenants (written into `workdir`), no rate limits (capacity is measured, not
+    the vendors' per-site limits), `extra` settings on top (`rate_limits` among them puts limits back)."""
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         kafka_bootstrap=bootstrap, raw_topic=f"{prefix}.{tag}.raw", dlq_topic=f"{prefix}.{tag}.dlq"
@@ -89,8 +90,7 @@ def receiver_topics_env(
         raw_topic=settings.raw_topic,
         dlq_topic=settings.dlq_topic,
         tenants=str(write_tenants(workdir / "tenants.toml")),
-        rate_limits=NO_RATE_LIMITS,
-        **extra,
+        **{"rate_limits": NO_RATE_LIMITS, **extra},
     )
     return settings, env
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import consumer_figures, e2e, limits, receiver_figures, report, services, wrk
-from bench.payloads import Scenario, by_name, scenarios, write_tenants
-from bench.procs import pipeline_env
+from bench.payloads import Scenario, by_name, scenarios
+from bench.procs import receiver_topics_env
 from bench.records import Mix, canonical, prefill
 from pipeline import topics
 from pipeline.settings import Settings
@@ -177,29 +177,16 @@ def _run(
     fractions: list[float],
 ) -> None:
     bootstrap = broker.bootstrap
-    tag = uuid.uuid4().hex[:8]
-    tenants_file = write_tenants(workdir / "tenants.toml")
     all_scenarios = scenarios()
     chosen = all_scenarios
     if args.scenarios:
         named = by_name(all_scenarios)
         chosen = [named[n] for n in args.scenarios.split(",")]
     batches: list[Scenario] = [s for s in all_scenarios if s.batched]
-    settings = Settings(kafka_bootstrap=bootstrap, raw_topic=f"bench.{tag}.raw", dlq_topic=f"bench.{tag}.dlq")
-    asyncio.run(topics.ensure(settings))
-    base_env = pipeline_env(
-        os.environ,
-        kafka_bootstrap=bootstrap,
-        raw_topic=settings.raw_topic,
-        dlq_topic=settings.dlq_topic,
-        tenants=str(tenants_file),
-        # Capacity, not the vendors' per-site limits (Retail Rocket's 50 requests/s) is measured here;
-        # --set rate_limits=... puts them back.
-        **{
-            "rate_limits": "retailrocket=0,dfinery=0,topsort=0,impression=0",
-            **dict(item.split("=", 1) for item in args.set),
-        },
+    settings, base_env = receiver_topics_env(
+        bootstrap, workdir, "bench", **dict(item.split("=", 1) for item in args.set)
     )
+    prefix = settings.raw_topic.removesuffix(".raw")  # bench.<tag>: the run's other topics
     mix = Mix(batches)
     sample = list(mix.records(min(total_events, 60_000 if args.quick else 200_000), start=10_000_000))
     events = canonical(sample)
@@ -267,7 +254,7 @@ def _run(
             for count in (1, 2):
                 url = _fresh_sink(kind, pg, workdir)
                 asyncio.run(consumer_figures.fresh_sink(url))
-                topic = f"bench.{tag}.fill.{kind}.x{count}"
+                topic = f"{prefix}.fill.{kind}.x{count}"
                 asyncio.run(topics.ensure(settings.replace(raw_topic=topic, dlq_topic=topic + ".dlq")))
 
                 def fill(topic: str = topic) -> None:
@@ -301,7 +288,7 @@ def _run(
         kind = sinks[0][0]
         url = _fresh_sink(kind, pg, workdir)
         asyncio.run(consumer_figures.fresh_sink(url))
-        topic = f"bench.{tag}.e2e"
+        topic = f"{prefix}.e2e"
         e2e_settings = settings.replace(raw_topic=topic, dlq_topic=topic + ".dlq")
         asyncio.run(topics.ensure(e2e_settings))
         env = {**base_env, "EVENTPIPE_RAW_TOPIC": topic, "EVENTPIPE_DLQ_TOPIC": topic + ".dlq",
