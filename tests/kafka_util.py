@@ -88,13 +88,6 @@ async def group_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, i
         await consumer.stop()
 
 
-async def group_lag(settings: Settings) -> int:
-    """Records of the raw topic not committed yet: 0 means every record was stored (or dead-lettered)
-    and its offset committed."""
-    committed, ends = await group_offsets(settings)
-    return sum(ends[p] - committed[p] for p in ends)
-
-
 async def read_below(
     bootstrap: str, topic: str, offsets: dict[int, int], deadline_s: float = 30.0
 ) -> list[Any]:

@@ -20,6 +20,7 @@ from tests.kafka_util import create_topics, record_count, unique_settings
 from tests.ports import free_port
 from tests.processes import receiver_environment, spawn_receiver, workers_up
 from tests.receiver.http_raw import head, padded, reply
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -96,11 +97,8 @@ async def test_each_worker_admits_its_bound_and_refuses_the_rest_unread(
         async def no_bytes_in_flight() -> bool:
             return _sum(await scrape(), "eventpipe_receiver_in_flight_bytes") == 0
 
-        for _ in range(50):  # each worker writes its gauge in the tick after its last request ends
-            if await no_bytes_in_flight():
-                break
-            await asyncio.sleep(0.1)
-        assert await no_bytes_in_flight()
+        # Each worker writes its gauge in the tick after its last request ends.
+        await wait_for(no_bytes_in_flight, 5, "the workers' in-flight bytes back to 0")
     finally:
         for writer in writers:
             writer.close()
