@@ -56,6 +56,13 @@ def node_overrides(layout: Layout, node_id: int, nodes: int, voters: str) -> dic
         # produce timeout (5 s), so losing a node costs latency, not 503s (docs/SCALING.md).
         "broker.heartbeat.interval.ms": "500",
         "broker.session.timeout.ms": "3000",
+        # When the node lost is also the active controller, the others must first elect a new one
+        # (Kafka's defaults: 2 s without a fetch, then an election of up to 1 s and a backoff of up to
+        # 1 s) before its fencing can even begin: 3 s plus that outlasted the produce timeout. On one
+        # host the quorum's round trips take milliseconds.
+        "controller.quorum.fetch.timeout.ms": "1000",
+        "controller.quorum.election.timeout.ms": "500",
+        "controller.quorum.election.backoff.max.ms": "300",
     }
 
 

@@ -138,7 +138,7 @@ async def start_pipeline(make_rig: RigFactory, fault: str, cluster: PrivateClust
         f"sqlite:///{tmp_path / 'events.db'}",
         topic_replication=3,
         # The production default, above the cluster's failover time (a node fenced after
-        # broker.session.timeout.ms, 4 s here): a lost node shows as latency, not as 503.
+        # broker.session.timeout.ms, 3 s here): a lost node shows as latency, not as 503.
         produce_timeout_seconds=PRODUCE_TIMEOUT,
     )
     await rig.start_receiver()
