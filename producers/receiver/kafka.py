@@ -142,6 +142,11 @@ class RecordProducer:
                     healthy = bool(await client.force_metadata_update())
             except (KafkaError, TimeoutError):
                 healthy = False
+        if silent:
+            # aiokafka refreshes its metadata after a connection error, but not while it retries a
+            # broker it cannot reach (NodeNotReadyError): without this, a batch for a partition the
+            # lost broker led would not learn its new leader before the produce timeout.
+            client.force_metadata_update()
         if silent != self._batcher.silent_nodes:
             log.warning("kafka_brokers_silent", nodes=sorted(silent))
         self._batcher.silent_nodes = silent

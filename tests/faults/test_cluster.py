@@ -205,7 +205,13 @@ async def test_one_node_killed_then_restarted(
     assert before[1] is None and after[1] is not None and (after[0], after[2]) == (before[0], before[2])
     idle = await asyncio.to_thread(eventpipe, cluster, "start", "--nodes", "3")
     assert idle.returncode == 0 and "already running" in idle.stdout, idle.stderr
-    await judge_one_node_lost(rig, window, progress, (began, recovered), recovered - repaired)
+    # A write in flight to the node as it dies waits for its partition's new leader: on this two-core
+    # box that failover took 3 to over 5 s, so it may meet the produce timeout (a 503, then maybe a
+    # phantom the rig excuses as ambiguous). Lost, duplicated, unexplained phantoms and the 98 % are
+    # still checked.
+    await judge_one_node_lost(
+        rig, window, progress, (began, recovered), recovered - repaired, writes_may_time_out=True
+    )
 
 
 async def test_rolling_restart(cluster: PrivateCluster, make_rig: RigFactory, tmp_path: Path) -> None:
