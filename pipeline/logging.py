@@ -1,5 +1,7 @@
 """structlog configured once: JSON lines in production, a readable console on a terminal; UTC
-timestamps; request ids through contextvars."""
+timestamps; request ids through contextvars. The libraries' standard-library logs (aiokafka, aiohttp,
+asyncio's "exception in callback") go through the same renderer, so that in JSON mode every line is one
+JSON object: a bare traceback spread over many lines is what a log shipper splits into many records."""
 
 from __future__ import annotations
 
@@ -18,11 +20,14 @@ def configure(settings: Settings) -> None:
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor
     renderer = structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+    shared: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -30,5 +35,28 @@ def configure(settings: Settings) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # aiokafka and aiohttp log through the standard library; keep them at warning unless debugging.
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(name)s %(message)s")
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            # The traceback of a library's record becomes the `exception` field (JSON) rather than lines
+            # after the message; the console renderer prints it as before.
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([structlog.processors.format_exc_info] if fmt != "console" else []),
+                renderer,
+            ],
+        )
+    )
+    # aiokafka and aiohttp log through the standard library; keep them at warning unless debugging. A
+    # second configure (tests, commands run in-process) replaces this handler rather than adding one,
+    # and leaves handlers it did not install (pytest's log capture) in place.
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.WARNING))
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler configure() installs on the root logger."""

@@ -181,6 +181,9 @@ class TickBatcher:
                     # for more records: this tick's are all in it.
                     batch.builder.close()
                     delivery = await producer.send_batch(batch.builder, self._topic, partition=partition)
+                    # A batch still unanswered when its submission times out is failed later, when its
+                    # producer is closed (kafka.py): nobody awaits it then, and asyncio would log it.
+                    delivery.add_done_callback(_retrieve)
                     self._unacknowledged[id(batch)] = (leaders[partition], time.monotonic())
                     submitted[delivery] = batch
                 await self._settle(producer, submitted, started)
@@ -246,6 +249,11 @@ class TickBatcher:
         tasks = [task for task, to in self._tasks.items() if to is producer]
         if tasks:
             await asyncio.wait(tasks)
+
+
+def _retrieve(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled():
+        delivery.exception()
 
 
 def _described(exc: BaseException | None) -> str | None:

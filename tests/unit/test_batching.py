@@ -5,6 +5,8 @@ ticks go to different partitions, and a broker that does not acknowledge holds u
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from typing import Any, cast
 
 import pytest
@@ -57,12 +59,12 @@ class FakeProducer:
 
 
 class Batcher:
-    def __init__(self, slow_after: float = 5.0) -> None:
+    def __init__(self, slow_after: float = 5.0, timeout: float = 5.0) -> None:
         self.failed: list[object] = []
         self.delivered: list[int] = []
         self.batcher = TickBatcher(
             TOPIC,
-            5.0,
+            timeout,
             self.failed.append,
             lambda _s, n: self.delivered.append(n),
             leader_of=lambda _producer, topic, partition: LEADERS[partition],
@@ -182,3 +184,18 @@ async def test_brokers_the_probe_found_silent_are_avoided_unless_all_are() -> No
         await waiter
     # With no broker answering, every partition is tried: the writes then wait out the timeout.
     assert {partition for partition, _, _ in fake.sent[3:]} == {0, 1, 2}
+
+
+async def test_a_batch_failed_after_its_submission_timed_out_is_not_reported_unretrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its requests were answered 503 at the timeout; the producer fails it later, when it is closed
+    (kafka.py): asyncio must not log that nobody looked at that failure."""
+    fake, b = FakeProducer(), Batcher(timeout=0.05)
+    waiter = b.batcher.add(_as_producer(fake), b"r", [])
+    with pytest.raises(KafkaUnavailable):
+        await waiter
+    fake.sent.pop()[2].set_exception(KafkaUnavailable("abandoned"))
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        gc.collect()
+    assert "never retrieved" not in caplog.text
