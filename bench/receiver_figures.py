@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,16 @@ def records_in(bootstrap: str, topic: str) -> int:
     return asyncio.run(_end_offsets(bootstrap, topic))
 
 
+_BATCH_SAMPLE = re.compile(rb"^eventpipe_kafka_produce_batch_records_(count|sum) ([0-9.e+]+)$", re.M)
+
+
+def produce_batches(url: str) -> tuple[float, float]:
+    """(batches, records) the receiver has sent to Kafka so far, from its /metrics (all workers)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:  # noqa: S310 - our loopback URL
+        found = {m[0]: float(m[1]) for m in _BATCH_SAMPLE.findall(resp.read())}
+    return found.get(b"count", 0.0), found.get(b"sum", 0.0)
+
+
 def measure(
     env: dict[str, str],
     broker: Broker,
@@ -61,12 +73,14 @@ def measure(
             elif seconds >= 5:
                 wrk.run(url, scenario, 2, connections=connections)
             before = records_in(bootstrap, topic)
+            batches_before = produce_batches(url)
             meter = CpuMeter([proc.pid]).start()
             broker_meter = CpuMeter([broker.pid] if broker.pid else []).start()
             top = wrk.run(url, scenario, seconds, connections=connections)
             cpu = meter.stop()
             broker_cpu = broker_meter.stop() if broker.pid else None
             durable = records_in(bootstrap, topic) - before
+            batches, batched = (a - b for a, b in zip(produce_batches(url), batches_before, strict=True))
             events = top.ok * scenario.events
             size = len(scenario.body())
             fig: dict[str, Any] = {
@@ -80,6 +94,8 @@ def measure(
                 "broker_cpu_us_per_request": broker_cpu / top.ok * 1e6 if broker_cpu and top.ok else None,
                 "client_cpu_us_per_request": top.client_cpu_s / top.ok * 1e6 if top.ok else None,
                 "records_durable": durable,
+                # The broker's work per record falls as the records of concurrent requests share batches.
+                "records_per_batch": batched / batches if batches else None,
                 "durable_ok": durable >= top.ok,
                 "curve": [],
                 "batched": scenario.batched,
@@ -88,7 +104,8 @@ def measure(
             print(
                 f"  receiver {scenario.name}: {top.rps:,.0f} req/s = {fig['events_per_s']:,.0f} ev/s, "
                 f"p99 {top.p99_ms:.1f} ms, {fig['receiver_cpu_s_per_m_events'] or 0:,.1f} CPU-s/M ev, "
-                f"{durable:,} records in Kafka for {top.ok:,} 2xx, client CPU {top.client_cpu_share:.0%}",
+                f"{durable:,} records in Kafka for {top.ok:,} 2xx ({fig['records_per_batch'] or 0:,.1f} a batch), "
+                f"client CPU {top.client_cpu_share:.0%}",
                 flush=True,
             )
             for fraction in fractions:

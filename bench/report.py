@@ -126,6 +126,7 @@ def single_event_budget(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "noop_us": noop,
                 "receiver_us": costs[0],
                 "broker_us": costs[1],
+                "records_per_batch": fig.get("records_per_batch"),
                 "client_us": client,
                 "receiver_over_noop": _ratio(costs[0], noop),
                 "target_rps": target_rps,
@@ -201,15 +202,16 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"### Single-event requests: CPU µs per request, and the cores {RECEIVER_SINGLE_SHARE} × L_http would take",
             "",
-            "| request | no-op server | receiver | receiver ÷ no-op | broker | load client | "
+            "| request | no-op server | receiver | receiver ÷ no-op | broker | records per Kafka batch | load client | "
             f"{RECEIVER_SINGLE_SHARE} × L_http req/s | cores needed (of {meta['cpus']}) | floor: receiver at no-op cost | "
             "µs per request left for the receiver's own work |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for b in budget:
             lines.append(
                 f"| {b['request']} | {_f(b['noop_us'])} | {_f(b['receiver_us'])} | {_f(b['receiver_over_noop'], 1)} | "
-                f"{_f(b['broker_us'])} | {_f(b['client_us'])} | {_f(b['target_rps'])} | {_f(b['cores_needed'], 2)} | "
+                f"{_f(b['broker_us'])} | {_f(b.get('records_per_batch'), 1)} | {_f(b['client_us'])} | "
+                f"{_f(b['target_rps'])} | {_f(b['cores_needed'], 2)} | "
                 f"{_f(b['cores_floor'], 2)} | {_f(b.get('us_left'))} |"
             )
     lines += [

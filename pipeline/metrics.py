@@ -55,6 +55,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Receiver: records per Kafka batch it sends (batching.py): the records of concurrent requests
+        # share a batch, and the broker's work per record falls as batches grow.
+        self.produce_batch_records = Histogram(
+            "eventpipe_kafka_produce_batch_records",
+            "Records per Kafka batch the receiver sends",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
         # Receiver: requests being handled right now.
         self.in_flight = Gauge(
             "eventpipe_receiver_in_flight_requests",

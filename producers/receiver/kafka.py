@@ -210,6 +210,8 @@ class RecordProducer:
         """Each record of a delivered batch waited as long as its batch."""
         if self._tally is not None:
             self._tally.observe(self._metrics.produce_latency, (), seconds, records)
+            self._tally.observe(self._metrics.produce_batch_records, (), records)
             return
         for _ in range(records):
             self._metrics.produce_latency.observe(seconds)
+        self._metrics.produce_batch_records.observe(records)
