@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.errors import ConfigError
+from pipeline.settings import load
 from producers.receiver.admission import Admission, Bounds
 from producers.receiver.valve import Held, room_for
 
@@ -65,3 +67,20 @@ def test_room_for(reserved: list[int], arriving: int, estimate: int, room: int) 
 
 def test_no_bound_no_holding() -> None:
     assert room_for(_admission(0, [MIB] * 10), 5, MIB) > 1000
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        pytest.param("0.5", True, id="default"),
+        pytest.param("0", True, id="off"),
+        pytest.param("-0.1", False, id="negative"),
+    ],
+)
+def test_wait_setting(value: str, ok: bool) -> None:
+    environ = {"EVENTPIPE_OVERLOAD_WAIT_SECONDS": value}
+    if ok:
+        assert load(environ).overload_wait_seconds == float(value)
+    else:
+        with pytest.raises(ConfigError, match="overload_wait_seconds"):
+            load(environ)
