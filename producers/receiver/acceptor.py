@@ -24,6 +24,7 @@ log = structlog.get_logger("eventpipe.receiver")
 # backlog), in one turn; a larger batch would lengthen the turn for the requests in flight.
 BATCH: Final = 128
 BACKLOG: Final = 1024
+ACCEPT_RETRY_SECONDS: Final = 1.0
 
 
 def listening(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
@@ -64,18 +65,23 @@ class Acceptor:
         self._valve = valve
         self._ssl = ssl_context
         self._handing: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
         for sock in self._sockets:
-            loop.add_reader(sock.fileno(), self._accept, sock)
+            self._watch(sock)
 
     def close(self) -> None:
         """Accept no more and close the listening sockets (as TCPSite.stop does)."""
         loop = asyncio.get_running_loop()
+        self._closed = True
         for sock in self._sockets:
             loop.remove_reader(sock.fileno())
             sock.close()
+
+    def _watch(self, sock: socket.socket) -> None:
+        if not self._closed:
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock)
 
     def _accept(self, listener: socket.socket) -> None:
         valve = self._valve()
@@ -84,10 +90,15 @@ class Acceptor:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except (ConnectionAbortedError, ConnectionResetError):
+                continue  # gone before it was accepted
             except OSError as exc:
-                # Out of descriptors or buffers (EMFILE, ENOBUFS...): the rest wait in the queue for the
-                # next turn, as with aiohttp's own server.
-                log.warning("accept_failed", error=str(exc))
+                # Out of descriptors or buffers (EMFILE, ENOBUFS...): the socket stays readable, so stop
+                # watching it for a second rather than spin, as asyncio's own loop does.
+                log.warning("accept_failed", error=str(exc), retry_seconds=ACCEPT_RETRY_SECONDS)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_RETRY_SECONDS, self._watch, listener)
                 return
             conn.setblocking(False)
             if valve.closed:

@@ -121,13 +121,13 @@ class Valve:
             self._timer = asyncio.get_running_loop().call_later(TICK_SECONDS, self._tick)
 
     def reserved(self, protocol: RequestHandler, reserve: int) -> None:
-        """Called only while closed or with connections arriving (the caller checks)."""
+        """A request on `protocol` reserved `reserve` bytes (closed valve only: the caller checks)."""
         self._arriving.discard(protocol)
         self._estimate = reserve
 
     def hold(self, protocol: RequestHandler) -> None:
         transport = protocol.transport
-        if transport is None or transport.is_closing():
+        if not self.closed or transport is None or transport.is_closing():
             return
         transport.pause_reading()
         self._arriving.discard(protocol)
