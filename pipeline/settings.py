@@ -75,6 +75,12 @@ class Settings:
         "request body bytes one receiver worker holds at once, reserved from Content-Length before the "
         "body is read (chunked or compressed: the body limit); 0 = unlimited",
     )
+    # While a worker refuses requests, connections with no admitted request are not read (valve.py).
+    overload_wait_seconds: float = _setting(
+        0.5,
+        "while a receiver worker is at max_in_flight_bytes, how long a connection waits unread before "
+        "its request is read (and refused with 503 unless there is room by then); 0 = read at once",
+    )
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight requests may finish")
     # The receiver closes its batches itself (one per partition per loop tick, or gathered while a
     # batch is in flight: producers/receiver/batching.py), so the linger delays none of them; it is
@@ -181,6 +187,8 @@ def _coerce(name: str, hint: Any, value: Any, environ: Mapping[str, str]) -> Any
 def _check(s: Settings) -> None:
     if s.http_idle_timeout_seconds <= 0 or s.request_read_timeout_seconds <= 0:
         raise ConfigError("http_idle_timeout_seconds and request_read_timeout_seconds must be > 0")
+    if s.overload_wait_seconds < 0:
+        raise ConfigError("overload_wait_seconds must be >= 0")
     if s.max_in_flight_bytes != 0 and s.max_in_flight_bytes < s.max_body_bytes:
         raise ConfigError("max_in_flight_bytes must be 0 (unlimited) or at least max_body_bytes")
     if s.window_hours <= 0 or s.future_skew_seconds < 0:

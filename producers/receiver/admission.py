@@ -6,7 +6,7 @@ handler ends, however it ends (reply, error, client gone)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -16,6 +16,7 @@ from prometheus_client import Gauge
 
 from pipeline.formats.base import Problem, Rejection
 from producers.receiver.inflate import ENCODINGS as COMPRESSED
+from producers.receiver.valve import Valve
 
 # The reason label of a refusal in eventpipe_receiver_rejections_total.
 OVERLOADED_REASON: Final = "overloaded"
@@ -55,6 +56,10 @@ class Admission:
         self.bytes = 0
         self.requests = 0
 
+    @property
+    def limit(self) -> int:
+        return self.bounds.max_bytes
+
     def admit(self, reserve: int) -> bool:
         limit = self.bounds.max_bytes
         if limit and self.requests and self.bytes + reserve > limit:
@@ -71,28 +76,46 @@ class Admission:
 
 
 class Gate:
-    """The app's admission: reservations from a request's headers, and the in-flight bytes gauge, written
-    once per event-loop tick in which they changed (a gauge write per request would cost as much as the
-    decision: under --workers N each one is a locked write to the worker's metrics file)."""
+    """The app's admission: reservations from a request's headers; the valve, which holds connections
+    unread while requests are refused (valve.py); and the in-flight bytes gauge, written once per
+    event-loop tick in which they changed (a gauge write per request would cost as much as the decision:
+    under --workers N each one is a locked write to the worker's metrics file). Until a request is
+    refused, the valve costs a request two reads of `valve.closed`."""
 
-    def __init__(self, bounds: Bounds, gauge: Gauge) -> None:
+    def __init__(
+        self, bounds: Bounds, gauge: Gauge, wait_seconds: float, monotonic: Callable[[], float]
+    ) -> None:
         self.admission = Admission(bounds)
+        self.valve = Valve(self.admission, wait_seconds, monotonic)
         self._gauge = gauge
         self._written = 0
         self._scheduled = False
         gauge.set(0)  # the series exists from the start (under --workers: the worker's file)
 
-    def reserve(self, content_length: int | None, headers: Mapping[str, str]) -> int | None:
+    def reserve(self, request: web.BaseRequest) -> int | None:
         """The bytes reserved for the request, or None when it must be refused."""
-        reserve = self.admission.bounds.reservation(content_length, headers.get("Content-Encoding", ""))
+        encoding = request.headers.get("Content-Encoding", "")
+        reserve = self.admission.bounds.reservation(request.content_length, encoding)
         if not self.admission.admit(reserve):
+            self.valve.refused(reserve)
             return None
+        if self.valve.closed:
+            self.valve.reserved(request.protocol, reserve)
         self._changed()
         return reserve
 
-    def release(self, reserve: int) -> None:
+    def release(self, reserve: int, request: web.BaseRequest) -> None:
+        """`request`'s reservation ends: it is answered, or its client is gone."""
         self.admission.release(reserve)
         self._changed()
+        if self.valve.closed:
+            self.valve.done(request)
+            self.valve.released()
+
+    def refused(self, request: web.BaseRequest) -> None:
+        """`request` is answered 503 by admission."""
+        if self.valve.closed:
+            self.valve.done(request)
 
     def _changed(self) -> None:
         if not self._scheduled:

@@ -100,6 +100,8 @@ def create_app(
         gate=admission.Gate(
             admission.Bounds(settings.max_in_flight_bytes, settings.max_body_bytes),
             metrics.in_flight_bytes,
+            settings.overload_wait_seconds,
+            clock.monotonic,
         ),
     )
     app[STATE] = state
@@ -138,6 +140,7 @@ async def _close_limiter(app: web.Application) -> None:
 
 async def _start_draining(app: web.Application) -> None:
     app[STATE].draining = True
+    app[STATE].gate.valve.open()  # the held connections are idle ones: aiohttp closes them now
     app[STATE].metrics.ready.labels("receiver").set(0)
     log.info("draining")
 
@@ -174,13 +177,15 @@ def _vendor_handler(fmt: VendorFormat, route: Route) -> Callable[[web.Request], 
     async def handle(request: web.Request) -> web.Response:
         # Admission first: over this worker's bound the request is refused before its body is read.
         gate = request.app[STATE].gate
-        reserved = gate.reserve(request.content_length, request.headers)
+        reserved = gate.reserve(request)
         if reserved is None:
-            return _overloaded(request, source, route, overloaded, browser)
+            response = _overloaded(request, source, route, overloaded, browser)
+            gate.refused(request)
+            return response
         try:
             return await admitted(request)
         finally:
-            gate.release(reserved)
+            gate.release(reserved, request)
 
     async def admitted(request: web.Request) -> web.Response:
         state = request.app[STATE]

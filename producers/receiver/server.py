@@ -31,6 +31,7 @@ from pipeline.rate_limits import LimitTable
 from pipeline.settings import Settings
 from pipeline.tenants import TenantDirectory
 from producers.receiver import pidfile
+from producers.receiver.acceptor import Acceptor, listening
 from producers.receiver.app import STATE, create_app
 from producers.receiver.body import SERVER_OPTIONS
 from producers.receiver.buckets import RateLimiter, SharedBuckets
@@ -46,6 +47,7 @@ from producers.receiver.reloading import (
 )
 from producers.receiver.snapshots import Snapshots
 from producers.receiver.tenants_reload import Counts, ServedTenants
+from producers.receiver.valve import forget_lost
 
 log = structlog.get_logger("eventpipe.receiver")
 
@@ -99,15 +101,16 @@ async def serve(
     await runner.setup()
     assert runner.server is not None  # set up
     route_directly(runner.server, app)
-    site = web.TCPSite(
-        runner,
-        settings.http_host,
-        settings.http_port,
-        reuse_port=options.workers > 1,
-        ssl_context=_ssl_context(options),
-        backlog=1024,
+    valve = app[STATE].gate.valve
+    forget_lost(runner.server, lambda: valve)
+    # Not TCPSite: uvloop's server accepts one connection per loop turn (acceptor.py).
+    acceptor = Acceptor(
+        listening(settings.http_host, settings.http_port, reuse_port=options.workers > 1),
+        runner.server,
+        lambda: valve,
+        _ssl_context(options),
     )
-    await site.start()
+    acceptor.start()
     log.info("receiver_listening", host=settings.http_host, port=settings.http_port, pid=os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,6 +134,7 @@ async def serve(
         started.set()
     await stop.wait()
     log.info("receiver_stopping", drain_seconds=settings.drain_seconds)
+    acceptor.close()
     await runner.cleanup()
     log.info("receiver_stopped")
 

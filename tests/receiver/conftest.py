@@ -16,6 +16,7 @@ from pipeline.settings import Settings
 from producers.receiver.app import STATE, create_app
 from producers.receiver.body import SERVER_OPTIONS
 from producers.receiver.direct_routes import route_directly
+from producers.receiver.valve import forget_lost
 from tests.corpus import CORPUS, JWT_SECRET_ENV, jwt_secret
 from tests.kafka_util import create_topics, unique_settings
 from tests.waiting import wait_for
@@ -38,10 +39,12 @@ async def serve(
     aiohttp_client: Callable[..., Awaitable[Client]],
 ) -> Client:
     """A client of the app served as `eventpipe receiver` serves it (SERVER_OPTIONS; aiohttp_client's
-    own server_kwargs never reach the server), its vendor routes taken directly as there."""
+    own server_kwargs never reach the server), its vendor routes taken directly as there (not its
+    acceptor: aiohttp's server accepts, so the valve holds connections only once answered)."""
     server = await aiohttp_server(app, **SERVER_OPTIONS)
     assert server.runner is not None and server.runner.server is not None
     route_directly(server.runner.server, app)
+    forget_lost(server.runner.server, lambda: app[STATE].gate.valve)
     return await aiohttp_client(server)
 
 
