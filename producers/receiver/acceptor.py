@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
@@ -57,7 +56,7 @@ class Acceptor:
         self,
         sockets: list[socket.socket],
         server: web.Server,
-        valve: Callable[[], Valve],
+        valve: Valve,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
         self._sockets = sockets
@@ -84,7 +83,7 @@ class Acceptor:
             asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock)
 
     def _accept(self, listener: socket.socket) -> None:
-        valve = self._valve()
+        valve = self._valve
         for _ in range(BATCH):
             try:
                 conn, _ = listener.accept()

@@ -102,12 +102,12 @@ async def serve(
     assert runner.server is not None  # set up
     route_directly(runner.server, app)
     valve = app[STATE].gate.valve
-    forget_lost(runner.server, lambda: valve)
+    forget_lost(runner.server, valve)
     # Not TCPSite: uvloop's server accepts one connection per loop turn (acceptor.py).
     acceptor = Acceptor(
         listening(settings.http_host, settings.http_port, reuse_port=options.workers > 1),
         runner.server,
-        lambda: valve,
+        valve,
         _ssl_context(options),
     )
     acceptor.start()

@@ -206,12 +206,12 @@ class Valve:
             transport.resume_reading()
 
 
-def forget_lost(server: web.Server, valve: Callable[[], Valve]) -> None:
-    """Let `valve` (the app's, looked up per connection) forget `server`'s connections as they close."""
+def forget_lost(server: web.Server, valve: Valve) -> None:
+    """Let `valve` forget `server`'s connections as they close."""
     lost = server.connection_lost
 
     def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
-        valve().lost(handler)
+        valve.lost(handler)
         lost(handler, exc)
 
     server.connection_lost = connection_lost  # type: ignore[method-assign]

@@ -44,7 +44,7 @@ async def serve(
     server = await aiohttp_server(app, **SERVER_OPTIONS)
     assert server.runner is not None and server.runner.server is not None
     route_directly(server.runner.server, app)
-    forget_lost(server.runner.server, lambda: app[STATE].gate.valve)
+    forget_lost(server.runner.server, app[STATE].gate.valve)
     return await aiohttp_client(server)
 
 

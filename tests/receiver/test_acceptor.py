@@ -40,7 +40,7 @@ async def test_out_of_descriptors_pauses_accepting(monkeypatch: pytest.MonkeyPat
     listener.setblocking(False)
     valve = Valve(Admission(Bounds(max_bytes=0, max_body_bytes=1)), 0, time.monotonic)
     server = web.Server(_ok)
-    acceptor = Acceptor([listener], server, lambda: valve, None)
+    acceptor = Acceptor([listener], server, valve, None)
     with capture_logs() as logs:
         acceptor.start()
         began = time.monotonic()

@@ -48,11 +48,9 @@ async def start(directory: tenants.TenantDirectory) -> AsyncIterator[Start]:
         assert runner.server is not None
         route_directly(runner.server, app)
         valve = app[STATE].gate.valve
-        forget_lost(runner.server, lambda: valve)
+        forget_lost(runner.server, valve)
         port = free_port()
-        acceptor = Acceptor(
-            listening("127.0.0.1", port, reuse_port=False), runner.server, lambda: valve, None
-        )
+        acceptor = Acceptor(listening("127.0.0.1", port, reuse_port=False), runner.server, valve, None)
         acceptor.start()
         running.append((acceptor, runner))
         await wait_for(lambda: app[STATE].producer.ready, 20, "the receiver's Kafka producer to connect")
