@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import procs, profile, wrk
 from bench.cpu import CpuMeter, per_million
@@ -39,14 +39,20 @@ def records_in(bootstrap: str, topic: str) -> int:
     return asyncio.run(_end_offsets(bootstrap, topic))
 
 
-_BATCH_SAMPLE = re.compile(rb"^eventpipe_kafka_produce_batch_records_(count|sum) ([0-9.e+]+)$", re.M)
-
-
 def produce_batches(url: str) -> tuple[float, float]:
     """(batches, records) the receiver has sent to Kafka so far, from its /metrics (all workers)."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:  # noqa: S310 - our loopback URL
-        found = {m[0]: float(m[1]) for m in _BATCH_SAMPLE.findall(resp.read())}
-    return found.get(b"count", 0.0), found.get(b"sum", 0.0)
+        text = resp.read().decode()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "eventpipe_kafka_produce_batch_records"
+        for sample in family.samples
+    }
+    return (
+        samples.get("eventpipe_kafka_produce_batch_records_count", 0.0),
+        samples.get("eventpipe_kafka_produce_batch_records_sum", 0.0),
+    )
 
 
 def measure(
