@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 from bench import services
 from bench.cpu import CpuMeter
 from bench.payloads import by_name, scenarios
+from pipeline import topics
+from pipeline.settings import Settings
 
 PARTITIONS = 12
 # The receiver's record headers (pipeline/record.py), with values of their usual sizes.
@@ -116,15 +117,17 @@ async def measure(
     )
 
 
-async def _topic(bootstrap: str) -> str:
-    topic = f"bench.batches.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
-    return topic
+def _topic(bootstrap: str) -> str:
+    """A raw topic made as the pipeline makes its own (pipeline.topics), with PARTITIONS partitions."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        raw_topic=f"bench.batches.{tag}.raw",
+        dlq_topic=f"bench.batches.{tag}.dlq",
+        raw_partitions=PARTITIONS,
+    )
+    asyncio.run(topics.ensure(settings))
+    return settings.raw_topic
 
 
 def main() -> None:
@@ -140,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir, services.kafka(None, Path(workdir)) as broker:
         assert broker.pid is not None
-        topic = asyncio.run(_topic(broker.bootstrap))
+        topic = _topic(broker.bootstrap)
         # A fresh JVM interprets before it compiles: its first seconds cost several times the rest.
         for mode in args.modes.split(","):
             asyncio.run(
