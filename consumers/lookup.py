@@ -60,6 +60,9 @@ class KafkaLookup:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Records of a receiver's aborted transaction (its requests were answered 503) are skipped,
+            # and those of one under way wait for its commit: producers/receiver/transactions.py.
+            isolation_level="read_committed",
             request_timeout_ms=timeout_ms,
         )
 

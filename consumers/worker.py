@@ -80,6 +80,9 @@ class Worker:
             client_id=client_id or "eventpipe-consumer",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Records of a receiver's aborted transaction (its requests were answered 503) are skipped,
+            # and those of one under way wait for its commit: producers/receiver/transactions.py.
+            isolation_level="read_committed",
             max_poll_records=settings.batch_max_records,
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=2 * 1024 * 1024,

@@ -63,6 +63,14 @@ class Metrics:
             buckets=SIZE_BUCKETS,
             registry=r,
         )
+        # Receiver, writing in transactions (EVENTPIPE_KAFKA_TRANSACTIONAL_ID): transactions by outcome,
+        # committed or aborted (its requests answered 503; nothing of it is ever stored).
+        self.transactions = Counter(
+            "eventpipe_kafka_transactions",
+            "Kafka transactions of the receiver, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         # Receiver: requests being handled right now.
         self.in_flight = Gauge(
             "eventpipe_receiver_in_flight_requests",

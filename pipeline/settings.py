@@ -67,6 +67,12 @@ class Settings:
         75.0, "a connection with no request in progress (idle keep-alive, headers never finished) closes"
     )
     produce_timeout_seconds: float = _setting(5.0, "Kafka must acknowledge within this, else 503")
+    # producers/receiver/transactions.py; the trade-off, measured: docs/SCALING.md, "Phantoms".
+    kafka_transactional_id: str = _setting(
+        "",
+        "set: the receiver writes in Kafka transactions, so no record of a request answered 503 is ever "
+        "stored (each request waits for a commit); worker N uses ID-N, so ID must be unique per receiver",
+    )
     # Admission (producers/receiver/admission.py): over the bound a request is refused with the vendor's
     # 503 and Retry-After before its body is read. Why this default, and why there is no bound on the
     # number of requests, measured: docs/SCALING.md, "Overload".

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import uuid
@@ -74,7 +75,11 @@ class Importer:
         self._tenant = tenant
         self._clock = clock or SystemClock()
         self._kafka_wait = kafka_wait_seconds
-        self._producer = RecordProducer(settings, Metrics(CollectorRegistry()))
+        # Not in transactions, whatever the receiver does: an import's outcome is per line, and a line
+        # refused is reported, not retried, so it cannot become a stored refusal.
+        self._producer = RecordProducer(
+            dataclasses.replace(settings, kafka_transactional_id=""), Metrics(CollectorRegistry())
+        )
         self._run = uuid.uuid4().hex[:8]
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -47,12 +47,51 @@ def metadata_leader(producer: AIOKafkaProducer, topic: str, partition: int) -> i
     return None if leader is None or leader < 0 else int(leader)
 
 
+def answering(partitions: list[int], leaders: dict[int, int | None], slow: Set[int | None]) -> list[int]:
+    """Pure: the partitions whose leader is not among the slow nodes; every one, when none is left."""
+    return [p for p in partitions if leaders[p] not in slow] or partitions
+
+
+class Spread:
+    """Which partition a batch goes to: a key's own (its records wait for their leader like any keyed
+    producer's), else round robin over the partitions whose leaders answer. Round robin, so that
+    consecutive batches go to different partitions (a batch does not wait for the previous one's to
+    leave: aiokafka queues one batch per partition) and records spread over all partitions."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._keyed_partitioner = DefaultPartitioner()
+
+    def partition(self, key: bytes | None, partitions: list[int], answering: list[int]) -> int:
+        if not partitions:
+            raise KafkaUnavailable("no partitions known for the topic")
+        if key is not None:
+            return int(self._keyed_partitioner(key, partitions, partitions))
+        self._next = (self._next + 1) % len(answering)
+        return answering[self._next]
+
+
+class Batcher(Protocol):
+    """What the receiver's producer (kafka.py) hands its records to: TickBatcher, or TransactionBatcher
+    (transactions.py) when the receiver writes in transactions."""
+
+    silent_nodes: frozenset[int]
+
+    def add(
+        self, producer: AIOKafkaProducer, value: bytes, headers: Headers, key: bytes | None = None
+    ) -> asyncio.Future[None]: ...
+
+    async def settled(self, producer: AIOKafkaProducer) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class KafkaUnavailable(Exception):
     """Kafka did not acknowledge the record in time, or is not connected."""
 
 
 @dataclass(slots=True)
-class _Batch:
+class Batch:
     """An open batch: aiokafka's BatchBuilder and the futures of the requests whose records it holds."""
 
     builder: Any  # aiokafka.producer.message_accumulator.BatchBuilder (untyped)
@@ -63,8 +102,8 @@ class _Batch:
 @dataclass(slots=True)
 class _Tick:
     producer: AIOKafkaProducer
-    keyless: list[_Batch] = field(default_factory=list)  # the last one is open, the others are full
-    keyed: list[_Batch] = field(default_factory=list)
+    keyless: list[Batch] = field(default_factory=list)  # the last one is open, the others are full
+    keyed: list[Batch] = field(default_factory=list)
 
 
 class TickBatcher:
@@ -88,8 +127,7 @@ class TickBatcher:
         # Called per delivered batch with its seconds from submission to acknowledgement and its records.
         self._on_delivered = on_delivered
         self._tick: _Tick | None = None
-        self._next = 0  # round robin over partitions, one tick's keyless batch after another
-        self._keyed_partitioner = DefaultPartitioner()
+        self._spread = Spread()
         self._tasks: dict[asyncio.Task[None], AIOKafkaProducer] = {}  # submissions in flight
         self._overdue: set[asyncio.Task[None]] = set()  # in flight for longer than slow_after
         self._overdue_timer: asyncio.TimerHandle | None = None
@@ -113,19 +151,8 @@ class TickBatcher:
                 self._schedule()
             else:
                 self._wait_at_most(self._slow_after)
-        batches = tick.keyless if key is None else tick.keyed
         waiter: asyncio.Future[None] = loop.create_future()
-        batch = batches[-1] if batches and (key is None or batches[-1].key == key) else None
-        if (
-            batch is None
-            or batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None
-        ):
-            # No open batch, or it is full (max_batch_size): a record always fits into a fresh one.
-            batch = _Batch(producer.create_batch(), key)
-            batches.append(batch)
-            if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                raise KafkaUnavailable("record larger than a batch")  # max_request_size prevents it
-        batch.waiters.append(waiter)
+        append(producer, tick.keyless if key is None else tick.keyed, value, headers, key, waiter)
         return waiter
 
     def _schedule(self) -> None:
@@ -174,34 +201,34 @@ class TickBatcher:
                 partitions = sorted(await producer.partitions_for(self._topic))
                 leaders = {p: self._leader_of(producer, self._topic, p) for p in partitions}
                 answering = self._answering(partitions, leaders)
-                submitted: dict[asyncio.Future[Any], _Batch] = {}
+                submitted: dict[asyncio.Future[Any], Batch] = {}
                 for batch in pending:
-                    partition = self._partition(batch.key, partitions, answering)
+                    partition = self._spread.partition(batch.key, partitions, answering)
                     # Closed, the batch goes with the sender's next produce request instead of lingering
                     # for more records: this tick's are all in it.
                     batch.builder.close()
                     delivery = await producer.send_batch(batch.builder, self._topic, partition=partition)
                     # A batch still unanswered when its submission times out is failed later, when its
                     # producer is closed (kafka.py): nobody awaits it then, and asyncio would log it.
-                    delivery.add_done_callback(_retrieve)
+                    delivery.add_done_callback(retrieve)
                     self._unacknowledged[id(batch)] = (leaders[partition], time.monotonic())
                     submitted[delivery] = batch
                 await self._settle(producer, submitted, started)
         except (KafkaError, KafkaUnavailable, TimeoutError) as exc:
             self._on_failure(producer)
-            error = _described(exc)
+            error = described(exc)
             for batch in pending:
                 self._unacknowledged.pop(id(batch), None)
-                _resolve(batch.waiters, error)
+                resolve(batch.waiters, error)
         except BaseException:
             # Anything else (a bug, or the task cancelled at shutdown) must not leave a request waiting.
             for batch in pending:
                 self._unacknowledged.pop(id(batch), None)
-                _resolve(batch.waiters, "record not delivered")
+                resolve(batch.waiters, "record not delivered")
             raise
 
     async def _settle(
-        self, producer: AIOKafkaProducer, submitted: dict[asyncio.Future[Any], _Batch], started: float
+        self, producer: AIOKafkaProducer, submitted: dict[asyncio.Future[Any], Batch], started: float
     ) -> None:
         """Each batch's requests hear its own outcome as soon as it is known: a batch acknowledged
         after another failed was written, so its requests must not be told 503."""
@@ -210,12 +237,12 @@ class TickBatcher:
             for delivery in done:
                 batch = submitted.pop(delivery)
                 self._unacknowledged.pop(id(batch), None)
-                error = "record not delivered" if delivery.cancelled() else _described(delivery.exception())
+                error = "record not delivered" if delivery.cancelled() else described(delivery.exception())
                 if error is not None:
                     self._on_failure(producer)
-                    _resolve(batch.waiters, error)
+                    resolve(batch.waiters, error)
                 else:
-                    _resolve(batch.waiters, None)
+                    resolve(batch.waiters, None)
                     self._on_delivered(time.perf_counter() - started, len(batch.waiters))
 
     def _answering(self, partitions: list[int], leaders: dict[int, int | None]) -> list[int]:
@@ -224,19 +251,7 @@ class TickBatcher:
         slow = {
             node for node, sent in self._unacknowledged.values() if now - sent > self._slow_after
         } | self.silent_nodes
-        return [p for p in partitions if leaders[p] not in slow] or partitions
-
-    def _partition(self, key: bytes | None, partitions: list[int], answering: list[int]) -> int:
-        if not partitions:
-            raise KafkaUnavailable("no partitions known for the topic")
-        if key is not None:
-            # A key's partition is fixed: its records wait for their leader like any keyed producer's.
-            return int(self._keyed_partitioner(key, partitions, partitions))
-        # Round robin: consecutive batches go to different partitions, so a batch does not wait for
-        # the previous one's to leave (aiokafka queues one batch per partition), and records spread
-        # over all partitions.
-        self._next = (self._next + 1) % len(answering)
-        return answering[self._next]
+        return answering(partitions, leaders, slow)
 
     async def close(self) -> None:
         """Submit the open tick and wait for every batch in flight (the producer is stopped after)."""
@@ -251,16 +266,37 @@ class TickBatcher:
             await asyncio.wait(tasks)
 
 
-def _retrieve(delivery: asyncio.Future[Any]) -> None:
+def append(
+    producer: AIOKafkaProducer,
+    batches: list[Batch],
+    value: bytes,
+    headers: Headers,
+    key: bytes | None,
+    waiter: asyncio.Future[None],
+) -> None:
+    """The record into the last of `batches`, or a new one when that is full (max_batch_size) or holds
+    another key: keyless records fill one batch after another, keyed ones go in a batch per run of the
+    same key."""
+    batch = batches[-1] if batches and (key is None or batches[-1].key == key) else None
+    if batch is None or batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+        # A record always fits into a fresh batch.
+        batch = Batch(producer.create_batch(), key)
+        batches.append(batch)
+        if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            raise KafkaUnavailable("record larger than a batch")  # max_request_size prevents it
+    batch.waiters.append(waiter)
+
+
+def retrieve(delivery: asyncio.Future[Any]) -> None:
     if not delivery.cancelled():
         delivery.exception()
 
 
-def _described(exc: BaseException | None) -> str | None:
+def described(exc: BaseException | None) -> str | None:
     return None if exc is None else str(exc) or type(exc).__name__
 
 
-def _resolve(waiters: list[asyncio.Future[None]], error: str | None) -> None:
+def resolve(waiters: list[asyncio.Future[None]], error: str | None) -> None:
     """Success, or a KafkaUnavailable of its own for each request (a shared one would gather every
     request's traceback)."""
     for waiter in waiters:

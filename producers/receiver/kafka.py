@@ -1,6 +1,6 @@
 """The receiver's Kafka producer: idempotent, acks=all, one record per accepted request, each send
 awaited so that a 2xx means durable (the records of one event-loop tick travel as one batch:
-batching.py). Connects in the background so that the receiver can start (and
+batching.py; with EVENTPIPE_KAFKA_TRANSACTIONAL_ID, in transactions: transactions.py). Connects in the background so that the receiver can start (and
 answer 503) while Kafka is down, and recovers by itself when it is back."""
 
 from __future__ import annotations
@@ -23,14 +23,18 @@ from pipeline.metrics import Metrics
 from pipeline.record import RecordMeta
 from pipeline.settings import Settings
 from pipeline.topics import MESSAGE_BYTES_HEADROOM
-from producers.receiver.batching import Headers, KafkaUnavailable, TickBatcher
+from producers.receiver.batching import Batcher, Headers, KafkaUnavailable, TickBatcher
 from producers.receiver.tally import Tally
+from producers.receiver.transactions import TransactionBatcher
 
 log = structlog.get_logger("eventpipe.receiver.kafka")
 
 PROBE_INTERVAL_SECONDS = 1.0
 PROBE_TIMEOUT_SECONDS = 2.0
 RECONNECT = BackoffPolicy(initial=0.2, cap=2.0)
+# A producer that has not started in this long is given up and tried again: with transactions its start
+# waits for the coordinator to abort what its predecessor left open, which needs the cluster's quorum.
+START_TIMEOUT_SECONDS = 10.0
 
 
 __all__ = ["KafkaUnavailable", "RecordProducer"]
@@ -47,9 +51,20 @@ class RecordProducer:
         self._retiring: AIOKafkaProducer | None = None  # given up, serving until its replacement starts
         self._replace = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()  # producers replaced, closing
-        self._batcher = TickBatcher(
-            settings.raw_topic, settings.produce_timeout_seconds, self._abandon, self._delivered
-        )
+        self._batcher: Batcher
+        if settings.kafka_transactional_id:
+            self._batcher = TransactionBatcher(
+                settings.raw_topic,
+                settings.produce_timeout_seconds,
+                self._serving,
+                self._abandon,
+                self._delivered,
+                self._transaction_ended,
+            )
+        else:
+            self._batcher = TickBatcher(
+                settings.raw_topic, settings.produce_timeout_seconds, self._abandon, self._delivered
+            )
 
     @property
     def ready(self) -> bool:
@@ -59,8 +74,17 @@ class RecordProducer:
         s = self._settings
         if s.producer_compression == "lz4":
             use_fast_lz4()  # aiokafka's LZ4 HC costs more per small batch than the request around it
+        transactional: dict[str, Any] = {}
+        if s.kafka_transactional_id:
+            transactional = {
+                "transactional_id": s.kafka_transactional_id,
+                # How long a transaction left open by a worker that died (and whose id nobody takes up
+                # again) holds back the consumers of its partitions; far above a transaction's own life.
+                "transaction_timeout_ms": int(max(20.0, 4 * s.produce_timeout_seconds) * 1000),
+            }
         return AIOKafkaProducer(
             **kafka_client_options(s),
+            **transactional,
             enable_idempotence=True,
             acks="all",
             linger_ms=s.producer_linger_ms,
@@ -94,8 +118,9 @@ class RecordProducer:
             if self._producer is None or self._producer is self._retiring:
                 producer = self._new_producer()
                 try:
-                    await producer.start()
-                except KafkaError as exc:
+                    async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                        await producer.start()
+                except (KafkaError, TimeoutError) as exc:
                     await producer.stop()
                     # Not even a new producer can start: refuse at once rather than queue records,
                     # and close the one given up rather than let it retry its records later.
@@ -103,7 +128,7 @@ class RecordProducer:
                     if self._producer is not None and self._producer is self._retiring:
                         self._close_when_settled(self._producer)
                         self._producer = None
-                    problem = await connection_problem(self._settings) or str(exc)
+                    problem = await connection_problem(self._settings) or str(exc) or "start timed out"
                     log.warning("kafka_connect_failed", error=problem, retry_in=backoff.next_delay)
                     await backoff.wait()
                     continue
@@ -111,6 +136,8 @@ class RecordProducer:
                 self._healthy = True
                 backoff.reset()
                 log.info("kafka_connected", bootstrap=self._settings.kafka_bootstrap)
+                if isinstance(self._batcher, TransactionBatcher):
+                    self._batcher.producer_changed()
                 if retired is not None:
                     self._close_when_settled(retired)
             with contextlib.suppress(TimeoutError):
@@ -165,6 +192,10 @@ class RecordProducer:
             return False
         return True
 
+    def _serving(self) -> AIOKafkaProducer | None:
+        """The producer a new transaction goes to: not one given up, whose transaction failed."""
+        return None if self._producer is self._retiring else self._producer
+
     def _abandon(self, producer: AIOKafkaProducer) -> None:
         """Replace a producer whose records could not be acknowledged in time. aiokafka's idempotent
         producer never expires a batch: it would deliver records whose requests were already answered
@@ -205,6 +236,9 @@ class RecordProducer:
             # Refuse at once rather than queue a record that may outlive its request.
             raise KafkaUnavailable("not connected to Kafka")
         return self._batcher.add(producer, value, headers, key)
+
+    def _transaction_ended(self, outcome: str) -> None:
+        self._metrics.transactions.labels(outcome=outcome).inc()
 
     def _delivered(self, seconds: float, records: int) -> None:
         """Each record of a delivered batch waited as long as its batch."""

@@ -184,7 +184,9 @@ def run(
         if options.workers <= 1:
             requests = FileRequests(settings.tenants, record)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(serve(settings, served, options, requests, handling_signals=record.write))
+                runner.run(
+                    serve(for_worker(settings, 0), served, options, requests, handling_signals=record.write)
+                )
             return 0
         run_dir = Path(tempfile.mkdtemp(prefix="eventpipe-receiver-"))
         try:
@@ -197,6 +199,14 @@ def run(
             shutil.rmtree(run_dir, ignore_errors=True)
     finally:
         record.remove()
+
+
+def for_worker(settings: Settings, slot: int) -> Settings:
+    """Worker `slot`'s settings: a transactional id of its own, the same for the worker that replaces it
+    (whose first InitProducerId then aborts whatever the dead one left open)."""
+    if not settings.kafka_transactional_id:
+        return settings
+    return dataclasses.replace(settings, kafka_transactional_id=f"{settings.kafka_transactional_id}-{slot}")
 
 
 def _start_worker(ctx: multiprocessing.context.SpawnContext, args: tuple[object, ...]) -> BaseProcess:
@@ -251,11 +261,16 @@ def _supervise(
 
     record.write()
 
-    def start() -> BaseProcess:
-        # The tenants served now: a replacement worker starts from the last reload, not the start.
-        return _start_worker(ctx, (settings, coordinator.served, options, mp_dir, run_dir))
+    slots: dict[BaseProcess, int] = {}
 
-    procs = [start() for _ in range(options.workers)]
+    def start(slot: int) -> BaseProcess:
+        # The tenants served now: a replacement worker starts from the last reload, not the start.
+        worker_settings = for_worker(settings, slot)
+        proc = _start_worker(ctx, (worker_settings, coordinator.served, options, mp_dir, run_dir))
+        slots[proc] = slot
+        return proc
+
+    procs = [start(slot) for slot in range(options.workers)]
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:
@@ -289,5 +304,5 @@ def _supervise(
             # A worker that died on its own is replaced, so the port keeps its capacity.
             log.error("receiver_worker_died", pid=proc.pid, exitcode=proc.exitcode)
             exit_code = 1
-            procs.append(start())
+            procs.append(start(slots.pop(proc)))
     return exit_code
