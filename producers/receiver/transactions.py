@@ -27,10 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.client import CoordinationType
 from aiokafka.structs import TopicPartition
 
 from producers.receiver.batching import (
@@ -187,8 +188,7 @@ class TransactionBatcher:
             self._aborted(producer, records, exc)
             return
         try:
-            # No deadline: see the module's docstring.
-            await producer.commit_transaction()
+            await self._commit(producer, len(records))
         except Exception as exc:
             # The coordinator refused the commit (the transaction timed out, or the producer was
             # fenced: either way it was aborted) or the producer failed before sending it.
@@ -199,6 +199,22 @@ class TransactionBatcher:
             resolve(batch.waiters, None)
             self._on_delivered(seconds, len(batch.waiters))
         self._on_outcome("committed")
+
+    async def _commit(self, producer: AIOKafkaProducer, records: int) -> None:
+        """No deadline (see the module's docstring), but a commit still unanswered after each produce
+        timeout is logged, with what aiokafka is waiting for."""
+        commit = asyncio.ensure_future(producer.commit_transaction())
+        began = time.monotonic()
+        try:
+            while not (await asyncio.wait([commit], timeout=self._timeout))[0]:
+                seconds = round(time.monotonic() - began, 1)
+                log.warning(
+                    "kafka_commit_waiting", seconds=seconds, records=records, **_waiting_for(producer)
+                )
+        finally:
+            if not commit.done():
+                commit.cancel()  # the task itself was cancelled (shutdown)
+        commit.result()
 
     def _aborted(self, producer: AIOKafkaProducer, records: list[_Record], exc: BaseException) -> None:
         self._on_failure(producer)
@@ -235,6 +251,20 @@ def _batches(producer: AIOKafkaProducer, records: list[_Record]) -> list[Batch]:
     for r in records:
         append(producer, keyless if r.key is None else keyed, r.value, r.headers, r.key, r.waiter)
     return [*keyless, *keyed]
+
+
+def _waiting_for(producer: AIOKafkaProducer) -> dict[str, Any]:
+    """What aiokafka's transaction is at, for the log: its internals, so nothing if they have moved."""
+    try:
+        txn = _transaction_manager(producer)
+        coordinators = cast(Any, producer)._sender._coordinators
+        return {
+            "state": txn.state.name,
+            "partitions_to_add": len(txn.partitions_to_add()),
+            "coordinator": coordinators.get(CoordinationType.TRANSACTION),
+        }
+    except AttributeError:
+        return {}
 
 
 def _transaction_manager(producer: AIOKafkaProducer) -> Any:
