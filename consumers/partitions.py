@@ -40,6 +40,8 @@ class GroupConsumer(Protocol):
 
     async def position(self, partition: TopicPartition) -> int: ...
 
+    async def committed(self, partition: TopicPartition) -> int | None: ...
+
     async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None: ...
 
     async def getmany(
@@ -64,6 +66,7 @@ class Partitions:
         self._clock = clock
         self._paused = False
         self._last_lag = 0.0
+        self._committed: dict[TopicPartition, int] = {}  # the group's commit, per held partition
 
     def held(self) -> AbstractSet[TopicPartition]:
         return self._consumer.assignment()
@@ -125,6 +128,23 @@ class Partitions:
             log.warning("commit_failed", error=str(exc))
             return
         self._metrics.commit_latency.observe(time.perf_counter() - began)
+        self._committed.update((tp, o.offset) for tp, o in owned.items())
+
+    async def commit_skipped(self) -> None:
+        """Commit each held partition's position where it is past the group's commit. Called with no
+        batch in hand and nothing fetched, so every offset below a position was either in a batch
+        committed already or skipped by the consumer: a transaction's commit or abort marker, or an
+        aborted record (producers/receiver/transactions.py). A batch's commit stops at its last record,
+        so without this a partition whose last offset is a marker would show a lag of 1 for good."""
+        ahead: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            position = await self._consumer.position(tp)
+            if tp not in self._committed:
+                self._committed[tp] = await self._consumer.committed(tp) or 0
+            if position > self._committed[tp]:
+                ahead[tp] = position
+        if ahead:
+            await self.commit(ahead)
 
     async def report_lag(self) -> None:
         """The lag gauge of each held partition, every LAG_REFRESH_SECONDS at most."""
@@ -144,5 +164,6 @@ class Partitions:
 
     def forget_lag(self, revoked: Iterable[TopicPartition]) -> None:
         for tp in revoked:
+            self._committed.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self._metrics.lag.remove(tp.topic, str(tp.partition))

@@ -78,9 +78,12 @@ class Strategy:
             await self._settle(begun, ())
 
     async def flush(self) -> None:
-        """Wait for the batch being written (nothing new was fetched)."""
-        if self._writing is not None:
-            await self._settle(self._writing, ())
+        """Wait for the batch being written (nothing new was fetched), then commit what the consumer
+        skipped past (Partitions.commit_skipped)."""
+        if self._writing is not None and not await self._settle(self._writing, ()):
+            return  # abandoned: rewound, to be fetched again
+        if not self.giving_up():
+            await self._steps.partitions.commit_skipped()
 
     def close(self) -> None:
         """No batch is begun from now on; the one in hand finishes, or gives up waiting for the sink."""

@@ -29,7 +29,7 @@ from producers.receiver.kafka import KafkaUnavailable, RecordProducer
 from tests.corpus import restamp
 from tests.integration.conftest import Pipeline, row_count
 from tests.integration.test_pipeline import accepted_cases, personalize
-from tests.kafka_util import create_topics, unique_settings
+from tests.kafka_util import create_topics, group_offsets, unique_settings
 from tests.receiver.conftest import serve, wait_until_ready
 from tests.waiting import wait_for
 
@@ -97,8 +97,16 @@ async def test_concurrent_requests_share_transactions_and_each_is_stored_once(
 
         await pipeline.start_consumer()
         await wait_for(lambda: _rows_are(settings.sink, REQUESTS), 30, f"{REQUESTS} rows")
+        # Each partition's last offset is a commit marker, which no batch holds: the consumer commits
+        # past it once idle, so the group's lag reads 0 (as `eventpipe status` shows it).
+        await wait_for(lambda: _lag_is_zero(settings), 30, "the group's commits at the end offsets")
     finally:
         await pipeline.stop_consumers()
+
+
+async def _lag_is_zero(settings: Settings) -> bool:
+    committed, ends = await group_offsets(settings)
+    return committed == ends
 
 
 async def _rows_are(sink: str, n: int) -> bool:

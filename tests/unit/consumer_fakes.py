@@ -124,6 +124,9 @@ class Consumer:
     async def position(self, partition: TopicPartition) -> int:
         return self.positions.get(partition, 0)
 
+    async def committed(self, partition: TopicPartition) -> int | None:
+        return None
+
     async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         self.journal.append("commit")
         self.commits.append({tp: o.offset for tp, o in offsets.items()})

@@ -93,7 +93,9 @@ async def test_an_abandoned_batch_and_the_one_after_it_are_fetched_again_after_a
     r.dead_letters.refuse = False
     await strategy.submit([record(0, 4, "a@late")])
     await strategy.flush()
-    assert r.consumer.commits == [{P0: 5}]
+    # Then, with nothing in hand, partition 1's position (rewound to "b", not fetched again here): every
+    # offset below it was committed before.
+    assert r.consumer.commits == [{P0: 5}, {P1: 9}]
     assert r.steps.refetch.next_delay == 0.2
 
 
@@ -128,3 +130,16 @@ async def test_a_replay_whose_dead_letters_are_refused_stops() -> None:
     assert r.steps.stopping.is_set()
     assert r.consumer.commits == []
     assert "seek 0@0" not in r.journal  # stopping: nothing fetched again
+
+
+async def test_with_nothing_in_hand_a_position_past_the_commit_is_committed() -> None:
+    r = rig()
+    strategy = r.steps.create()
+    await strategy.submit([record(0, 5, "a")])
+    await strategy.flush()
+    assert r.consumer.commits == [{P0: 6}]
+    # The consumer skipped a transaction's commit marker at offset 6: its position is past the commit.
+    r.consumer.positions[P0] = 7
+    await strategy.flush()
+    await strategy.flush()
+    assert r.consumer.commits == [{P0: 6}, {P0: 7}]  # once: the next idle flush finds nothing ahead
