@@ -32,6 +32,7 @@ from typing import Any, cast
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import CoordinationType
+from aiokafka.producer import sender as aiokafka_sender
 from aiokafka.structs import TopicPartition
 
 from producers.receiver.batching import (
@@ -49,6 +50,16 @@ from producers.receiver.batching import (
 )
 
 log = structlog.get_logger("eventpipe.receiver.kafka")
+
+# After a commit the coordinator writes its markers in the background, and the next transaction's first
+# AddPartitionsToTxn is answered CONCURRENT_TRANSACTIONS until they are written: about a millisecond
+# here. aiokafka then waits 20 ms (its BACKOFF_OVERRIDE), which became every request's latency.
+CONCURRENT_TRANSACTIONS_BACKOFF_SECONDS = 0.002
+
+
+def use_short_concurrent_transactions_backoff() -> None:
+    aiokafka_sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_BACKOFF_SECONDS
+
 
 # The producer records go to now; None while it is being replaced (they wait for its successor).
 CurrentProducer = Callable[[], "AIOKafkaProducer | None"]
@@ -96,6 +107,7 @@ class TransactionBatcher:
         self._busy: AIOKafkaProducer | None = None  # the producer of the transaction under way
         self._transaction_ended: asyncio.Future[None] | None = None
         self.silent_nodes: frozenset[int] = frozenset()  # the probe's finding (RecordProducer)
+        use_short_concurrent_transactions_backoff()
 
     def add(
         self, producer: AIOKafkaProducer, value: bytes, headers: Headers, key: bytes | None = None
