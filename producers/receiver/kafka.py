@@ -1,7 +1,8 @@
 """The receiver's Kafka producer: idempotent, acks=all, one record per accepted request, each send
 awaited so that a 2xx means durable (the records of one event-loop tick travel as one batch:
-batching.py; with EVENTPIPE_KAFKA_TRANSACTIONAL_ID, in transactions: transactions.py). Connects in the background so that the receiver can start (and
-answer 503) while Kafka is down, and recovers by itself when it is back."""
+batching.py; with EVENTPIPE_KAFKA_TRANSACTIONAL_ID, in transactions: transactions.py). Connects in
+the background so that the receiver can start (and answer 503) while Kafka is down, and recovers by
+itself when it is back."""
 
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ log = structlog.get_logger("eventpipe.receiver.kafka")
 PROBE_INTERVAL_SECONDS = 1.0
 PROBE_TIMEOUT_SECONDS = 2.0
 RECONNECT = BackoffPolicy(initial=0.2, cap=2.0)
-# A producer that has not started in this long is given up and tried again: with transactions its start
-# waits for the coordinator to abort what its predecessor left open, which needs the cluster's quorum.
-START_TIMEOUT_SECONDS = 10.0
+# With transactions, a producer that has not started in this long is given up and tried again: its start
+# waits for the coordinator to abort what its predecessor left open, which needs the cluster's quorum,
+# and meanwhile no request can be written. Without them the producer given up goes on serving the
+# partitions whose leaders answer while its successor starts (_abandon), however long that takes.
+TRANSACTIONAL_START_TIMEOUT_SECONDS = 10.0
 
 
 __all__ = ["KafkaUnavailable", "RecordProducer"]
@@ -52,6 +55,7 @@ class RecordProducer:
         self._replace = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()  # producers replaced, closing
         self._batcher: Batcher
+        self._start_timeout: float | None = None
         if settings.kafka_transactional_id:
             self._batcher = TransactionBatcher(
                 settings.raw_topic,
@@ -61,6 +65,7 @@ class RecordProducer:
                 self._delivered,
                 self._transaction_ended,
             )
+            self._start_timeout = TRANSACTIONAL_START_TIMEOUT_SECONDS
         else:
             self._batcher = TickBatcher(
                 settings.raw_topic, settings.produce_timeout_seconds, self._abandon, self._delivered
@@ -118,7 +123,7 @@ class RecordProducer:
             if self._producer is None or self._producer is self._retiring:
                 producer = self._new_producer()
                 try:
-                    async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                    async with asyncio.timeout(self._start_timeout):
                         await producer.start()
                 except (KafkaError, TimeoutError) as exc:
                     await producer.stop()
