@@ -194,8 +194,10 @@ class TransactionBatcher:
                     deliveries.append(delivery)
                 done, _ = await asyncio.wait(deliveries, return_when=asyncio.FIRST_EXCEPTION)
                 for delivery in done:
-                    if delivery.cancelled() or delivery.exception() is not None:
-                        raise KafkaUnavailable(described(delivery.exception()) or "batch not delivered")
+                    if delivery.cancelled():
+                        raise KafkaUnavailable("batch not delivered")
+                    if (error := delivery.exception()) is not None:
+                        raise KafkaUnavailable(described(error))
         except Exception as exc:  # nothing is committed before commit_transaction
             self._aborted(producer, records, exc)
             return
