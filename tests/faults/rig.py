@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import shutil
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -176,6 +177,14 @@ class Rig:
         rows = await query(self.settings.sink, "SELECT received_at, stored_at FROM events")
         return max((_instant(stored) - _instant(received) for received, stored in rows), default=0.0)
 
+    async def longest_storing_gap(self, since: float, until: float) -> float:
+        """The longest stretch within [since, until] (time.monotonic() values) in which no row was
+        stored, from the rows' stored_at: a partition whose consumer stalls does not show while the
+        others keep storing (longest_wait shows it)."""
+        to_wall = time.time() - time.monotonic()
+        rows = await query(self.settings.sink, "SELECT stored_at FROM events")
+        return longest_gap([_instant(r[0]) for r in rows], since + to_wall, until + to_wall)
+
     async def stored_ids(self) -> dict[str, int]:
         """Rows per event id in the sink, read independently of the consumers."""
         sql = "SELECT event_id, count(*) FROM events GROUP BY event_id"
@@ -215,6 +224,12 @@ class Rig:
         for process in self.started:
             if process.running:
                 await process.kill()
+
+
+def longest_gap(stamps: list[float], start: float, end: float) -> float:
+    """Pure: the longest interval within [start, end] that holds none of the stamps."""
+    edges = [start, *sorted(t for t in stamps if start <= t <= end), end]
+    return max(b - a for a, b in itertools.pairwise(edges))
 
 
 def _instant(value: str | datetime) -> float:

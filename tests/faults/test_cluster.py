@@ -12,14 +12,13 @@ a 503 given on the produce timeout may be stored when the nodes return (docs/SCA
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,11 @@ from tests.faults.conftest import RigFactory
 from tests.faults.ledger import Outcome, Window
 from tests.faults.rig import Rig, assert_no_loss
 from tests.faults.services import PrivateCluster
-from tests.integration.conftest import row_count
 from tests.processes import environment
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.network]
 
-SAMPLE_SECONDS = 0.2
 HUNG_SECONDS = 30.0
 # The production default, above the cluster's failover time (a node fenced after
 # broker.session.timeout.ms, 3 s here): a lost node shows as latency, not as 503.
@@ -91,41 +88,6 @@ async def cluster(_module_cluster: PrivateCluster) -> PrivateCluster:
     return _module_cluster
 
 
-class Progress:
-    """Samples the rows in the sink while a fault runs, for the longest time without a new one."""
-
-    def __init__(self, rig: Rig) -> None:
-        self._rig = rig
-        self.samples: list[tuple[float, int]] = []
-
-    @contextlib.asynccontextmanager
-    async def sampling(self) -> AsyncIterator[Progress]:
-        task = asyncio.create_task(self._sample())
-        try:
-            yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sample(self) -> None:
-        while True:
-            self.samples.append((time.monotonic(), await row_count(self._rig.settings.sink)))
-            await asyncio.sleep(SAMPLE_SECONDS)
-
-    def longest_gap(self, since: float, until: float) -> float:
-        """The longest stretch within [since, until] in which the row count did not grow."""
-        last_growth, longest, previous = since, 0.0, None
-        for at, rows in self.samples:
-            if previous is not None and rows > previous and at >= since:
-                longest = max(longest, min(at, until) - last_growth)
-                last_growth = at
-            previous = rows
-            if at > until:
-                break
-        return max(longest, until - last_growth)
-
-
 def ambiguous(rig: Rig, window: Window) -> set[str]:
     """Requests that may be stored without a 2xx: in flight when the fault struck, or answered 503
     by the receiver's produce timeout (the broker may commit such a record later)."""
@@ -166,7 +128,6 @@ async def fully_replicated(rig: Rig, cluster: PrivateCluster) -> float:
 async def judge_one_node_lost(
     rig: Rig,
     window: Window,
-    progress: Progress,
     stored_between: tuple[float, float],
     recovery_seconds: float,
     *,
@@ -182,7 +143,7 @@ async def judge_one_node_lost(
         excused=set() if transactions else ambiguous(rig, window),
         answered_2xx=share_2xx(window),
         recovery_seconds=recovery_seconds,
-        storing_gap_seconds=progress.longest_gap(*stored_between),
+        storing_gap_seconds=await rig.longest_storing_gap(*stored_between),
         longest_wait=True,
     )
     # With transactions nothing is excused: no request answered without a 2xx is stored.
@@ -196,8 +157,7 @@ async def test_one_node_killed_then_restarted(
     cluster: PrivateCluster, make_rig: RigFactory, tmp_path: Path
 ) -> None:
     rig = await start_pipeline(make_rig, "cluster: SIGKILL one node, restart", cluster, tmp_path)
-    progress = Progress(rig)
-    async with rig.sender(), progress.sampling():
+    async with rig.sender():
         await rig.acknowledged(50)
         window = rig.ledger.open_window()
         began = time.monotonic()
@@ -220,15 +180,12 @@ async def test_one_node_killed_then_restarted(
     # A write in flight to the node as it dies waits for its partition's new leader: on this two-core
     # box that failover took 3 to over 5 s, so it may meet the produce timeout (a 503: its transaction
     # is never committed). Lost, duplicated, phantoms and the 98 % are still checked.
-    await judge_one_node_lost(
-        rig, window, progress, (began, recovered), recovered - repaired, writes_may_time_out=True
-    )
+    await judge_one_node_lost(rig, window, (began, recovered), recovered - repaired, writes_may_time_out=True)
 
 
 async def test_rolling_restart(cluster: PrivateCluster, make_rig: RigFactory, tmp_path: Path) -> None:
     rig = await start_pipeline(make_rig, "cluster: rolling restart", cluster, tmp_path)
-    progress = Progress(rig)
-    async with rig.sender(), progress.sampling():
+    async with rig.sender():
         await rig.acknowledged(50)
         window = rig.ledger.open_window()
         began = time.monotonic()
@@ -242,7 +199,7 @@ async def test_rolling_restart(cluster: PrivateCluster, make_rig: RigFactory, tm
             recovered = await fully_replicated(rig, cluster)
         rig.ledger.close_window()
         await rig.acknowledged(30)
-    await judge_one_node_lost(rig, window, progress, (began, recovered), 0.0)
+    await judge_one_node_lost(rig, window, (began, recovered), 0.0)
 
 
 @pytest.mark.parametrize("transactions", [True, False], ids=["transactions", "no-transactions"])
@@ -251,8 +208,7 @@ async def test_one_node_hung_for_30_seconds(
 ) -> None:
     fault = "cluster: SIGSTOP one node 30 s" + ("" if transactions else ", no transactions")
     rig = await start_pipeline(make_rig, fault, cluster, tmp_path, transactions=transactions)
-    progress = Progress(rig)
-    async with rig.sender(), progress.sampling():
+    async with rig.sender():
         await rig.acknowledged(50)
         window = rig.ledger.open_window()
         began = time.monotonic()
@@ -269,7 +225,6 @@ async def test_one_node_hung_for_30_seconds(
     await judge_one_node_lost(
         rig,
         window,
-        progress,
         (began, repaired),
         recovered - repaired,
         writes_may_time_out=True,

@@ -3,7 +3,10 @@ duplicated event, so the classification is pinned down on a hand-made ledger."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.faults.ledger import Ledger, Outcome, compare
+from tests.faults.rig import longest_gap
 
 
 def _ledger() -> Ledger:
@@ -51,3 +54,10 @@ def test_a_window_counts_replies_sent_during_the_fault_apart_from_those_it_caugh
     assert window.replies == {"503": 1}
     assert compare(ledger, {"before": 1}, window).outage == {"503": 1}
     assert ledger.in_flight == set()
+
+
+def test_longest_gap_counts_from_the_bounds_and_ignores_rows_outside_them() -> None:
+    stamps = [5.0, 1.0, 2.5, 3.0, 99.0]  # unsorted; 5.0 and 99.0 lie outside [0.5, 4.0]
+    assert longest_gap(stamps, 0.5, 4.0) == 1.5  # 1.0 -> 2.5
+    assert longest_gap([], 0.5, 4.0) == 3.5  # nothing stored: the whole stretch
+    assert longest_gap([3.9], 0.5, 4.0) == pytest.approx(3.4)  # from the start to the first row
