@@ -71,7 +71,7 @@ class Settings:
     kafka_transactional_id: str = _setting(
         "",
         "set: the receiver writes in Kafka transactions, so no record of a request answered 503 is ever "
-        "stored (each request waits for a commit); worker N uses ID-N, so ID must be unique per receiver",
+        "stored (each request waits for a commit); worker N uses ID-N and ID-N-b, so ID must be unique per receiver",
     )
     # Admission (producers/receiver/admission.py): over the bound a request is refused with the vendor's
     # 503 and Retry-After before its body is read. Why this default, and why there is no bound on the

@@ -56,6 +56,14 @@ class RecordProducer:
         self._closing: set[asyncio.Task[None]] = set()  # producers replaced, closing
         self._batcher: Batcher
         self._start_timeout: float | None = None
+        # With transactions, a producer given up is replaced by one with the other id (ID, ID-b): the
+        # coordinator must abort what the old id left open before that id can start again, and with a
+        # hung broker among the transaction's partitions that waits for the broker's own request timeout
+        # (30 s by default). The old id is fenced meanwhile in the background (_fence).
+        base = settings.kafka_transactional_id
+        self._transactional_ids = (base, f"{base}-b")
+        self._generation = 0
+        self._fencing: set[asyncio.Task[None]] = set()
         if settings.kafka_transactional_id:
             self._batcher = TransactionBatcher(
                 settings.raw_topic,
@@ -75,14 +83,18 @@ class RecordProducer:
     def ready(self) -> bool:
         return self._producer is not None and self._healthy
 
-    def _new_producer(self) -> AIOKafkaProducer:
+    def _new_producer(self, transactional_id: str | None = None) -> AIOKafkaProducer:
+        """`transactional_id`: with transactions, the id to use, else the one after the last producer's."""
         s = self._settings
         if s.producer_compression == "lz4":
             use_fast_lz4()  # aiokafka's LZ4 HC costs more per small batch than the request around it
         transactional: dict[str, Any] = {}
         if s.kafka_transactional_id:
+            if transactional_id is None:
+                transactional_id = self._transactional_ids[self._generation % 2]
+                self._generation += 1
             transactional = {
-                "transactional_id": s.kafka_transactional_id,
+                "transactional_id": transactional_id,
                 # How long a transaction left open by a worker that died (and whose id nobody takes up
                 # again) holds back the consumers of its partitions; far above a transaction's own life.
                 "transaction_timeout_ms": int(max(20.0, 4 * s.produce_timeout_seconds) * 1000),
@@ -112,6 +124,9 @@ class RecordProducer:
         await self._batcher.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        for fencing in list(self._fencing):
+            fencing.cancel()  # the coordinator aborts what is left open at the transaction timeout
+        await asyncio.gather(*self._fencing, return_exceptions=True)
         if self._producer is not None:
             # flush what is in flight: every record awaited by a request is either acked or failed
             await self._producer.stop()
@@ -143,6 +158,9 @@ class RecordProducer:
                 log.info("kafka_connected", bootstrap=self._settings.kafka_bootstrap)
                 if isinstance(self._batcher, TransactionBatcher):
                     self._batcher.producer_changed()
+                    if self._generation == 1:
+                        # A worker this one replaces may have died using the other id.
+                        self._fence_in_background(self._transactional_ids[1])
                 if retired is not None:
                     self._close_when_settled(retired)
             with contextlib.suppress(TimeoutError):
@@ -226,6 +244,30 @@ class RecordProducer:
             cast(Any, producer)._message_accumulator.fail_all(KafkaUnavailable("abandoned"))
             async with asyncio.timeout(10):
                 await producer.stop()
+        transactional_id = getattr(cast(Any, producer)._txn_manager, "transactional_id", None)
+        if transactional_id:
+            self._fence_in_background(transactional_id)
+
+    def _fence_in_background(self, transactional_id: str) -> None:
+        fencing = asyncio.get_running_loop().create_task(self._fence(transactional_id))
+        self._fencing.add(fencing)
+        fencing.add_done_callback(self._fencing.discard)
+
+    async def _fence(self, transactional_id: str) -> None:
+        """A producer with the given-up id, started only for its InitProducerId: the coordinator then
+        aborts what that id left open (its records were answered 503), so the consumers, which read
+        committed records only, do not wait for the transaction timeout on its partitions."""
+        fencer = self._new_producer(transactional_id)
+        try:
+            async with asyncio.timeout(self._settings.produce_timeout_seconds * 8):
+                await fencer.start()
+        except (KafkaError, TimeoutError) as exc:
+            log.warning(
+                "kafka_fence_failed", transactional_id=transactional_id, error=str(exc) or "timed out"
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await fencer.stop()
 
     async def send(self, value: bytes, meta: RecordMeta, key: bytes | None = None) -> None:
         """Write one record and wait for the broker's acknowledgement. Raises KafkaUnavailable."""

@@ -8,9 +8,10 @@ transaction is under way go out together in the next one (a group commit): begin
 partition, every acknowledgement, commit, and only then the answers.
 
 - A transaction whose writes fail or time out is never committed. Its requests are answered 503 and its
-  producer is replaced by one with the same transactional id, whose InitProducerId makes the coordinator
-  abort what the old one left open (aiokafka's own abort would first wait for the batches still in
-  flight, which an idempotent producer never expires).
+  producer is replaced by one with the worker's other transactional id (kafka.py). The given-up id is
+  fenced in the background: a producer started under it makes the coordinator abort what the old one
+  left open. (aiokafka's own abort would first wait for the batches still in flight, which an
+  idempotent producer never expires.)
 - Once the commit is sent its outcome is the coordinator's, and a 503 before it is known could be a
   phantom. So the requests wait for it, however long that takes. The coordinator always decides: it
   commits, or it aborts the transaction once it outlives the producer's transaction timeout.
