@@ -166,8 +166,7 @@ class TransactionBatcher:
             await self._write_and_commit(producer, records)
         except BaseException:
             # Cancelled (shutdown) or a bug: no request may be left waiting.
-            for record in records:
-                resolve([record.waiter], "record not delivered")
+            resolve([record.waiter for record in records], "record not delivered")
             raise
         finally:
             self._busy = None
@@ -235,8 +234,7 @@ class TransactionBatcher:
         self._on_failure(producer)
         error = described(exc) or "transaction aborted"
         log.warning("kafka_transaction_aborted", error=error, records=len(records))
-        for record in records:
-            resolve([record.waiter], error)
+        resolve([record.waiter for record in records], error)
         self._on_outcome("aborted")
 
     async def settled(self, producer: AIOKafkaProducer) -> None:
@@ -256,8 +254,8 @@ class TransactionBatcher:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        while self._pending:
-            resolve([self._pending.popleft().waiter], "receiver stopping")
+        resolve([record.waiter for record in self._pending], "receiver stopping")
+        self._pending.clear()
 
 
 def _batches(producer: AIOKafkaProducer, records: list[_Record]) -> list[Batch]:
