@@ -12,7 +12,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,9 +128,11 @@ class SteadyTraffic:
             key = self.key
             status = await post(self.session, self.url, key)
             self.sent.append((time.monotonic(), key, status))
-            # Open-loop pacing: the next request leaves on its tick, whatever this one took.
+            # Open-loop pacing: the next request leaves on its tick, whatever this one took, unless the
+            # traffic is stopped before then.
             due += interval
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), max(0.0, due - time.monotonic()))
 
     async def run(self) -> None:
         await asyncio.gather(self._sender(), self._sender())
